@@ -1,0 +1,95 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import grpc
+
+from deltamem.client.requests import Prompt, generate_request, to_input
+from deltamem.v1 import memory_service_pb2 as pb
+from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+class GenerationStream:
+    """Iterate for the streamed TokenDeltas; `result` holds the GenerateResult once the stream ended."""
+
+    def __init__(self, call):
+        self._call = call
+        self.result: pb.GenerateResult | None = None
+
+    def __iter__(self) -> Iterator[pb.TokenDelta]:
+        for response in self._call:
+            if response.HasField("delta"):
+                yield response.delta
+            else:
+                self.result = response.result
+
+    def cancel(self) -> None:
+        """Stop the generation; the session's memory stays at its previous version."""
+        self._call.cancel()
+
+    def finish(self) -> pb.GenerateResult:
+        """Consume the rest of the stream and return the result."""
+        for _ in self:
+            pass
+        assert self.result is not None, "the server ended the stream without a result"
+        return self.result
+
+
+class MemoryClient:
+    def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None, timeout: float | None = None):
+        self._channel = channel or grpc.insecure_channel(target)
+        self._stub = pb_grpc.MemoryServiceStub(self._channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> MemoryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float) -> None:
+        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    def create_session(self, metadata: Mapping[str, str] | None = None) -> pb.Session:
+        return self._stub.CreateSession(pb.CreateSessionRequest(metadata=metadata or {}), timeout=self.timeout).session
+
+    def generate(self, session_id: str, prompt: Prompt, **options) -> GenerationStream:
+        """Start a streamed generation; options as in requests.generate_request (max_new_tokens, temperature,
+        top_p, top_k, seed, stop, write_mode, ignore_end_of_turn) plus `timeout`."""
+        timeout = options.pop("timeout", self.timeout)
+        return GenerationStream(self._stub.Generate(generate_request(session_id, prompt, **options), timeout=timeout))
+
+    def generate_text(self, session_id: str, prompt: Prompt, **options) -> pb.GenerateResult:
+        return self.generate(session_id, prompt, **options).finish()
+
+    def update_memory(self, session_id: str, prompt: Prompt) -> pb.UpdateMemoryResponse:
+        request = pb.UpdateMemoryRequest(session_id=session_id, input=to_input(prompt))
+        return self._stub.UpdateMemory(request, timeout=self.timeout)
+
+    def read_state(self, session_id: str, summary_only: bool = False) -> pb.ReadStateResponse:
+        request = pb.ReadStateRequest(session_id=session_id, summary_only=summary_only)
+        return self._stub.ReadState(request, timeout=self.timeout)
+
+    def fork_session(self, session_id: str, metadata: Mapping[str, str] | None = None) -> pb.Session:
+        request = pb.ForkSessionRequest(session_id=session_id, metadata=metadata or {})
+        return self._stub.ForkSession(request, timeout=self.timeout).session
+
+    def delete_session(self, session_id: str) -> None:
+        self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout)
+
+    def list_sessions(self, page_size: int = 0) -> Iterator[pb.Session]:
+        """Every session, following pages."""
+        token = ""
+        while True:
+            page = self._stub.ListSessions(pb.ListSessionsRequest(page_size=page_size, page_token=token), timeout=self.timeout)
+            yield from page.sessions
+            token = page.next_page_token
+            if not token:
+                return

@@ -1,0 +1,1 @@
+"""The δ-mem runtime: adapter, backbone patching, the embedded engine and sessions."""

@@ -1,0 +1,133 @@
+"""δ-mem adapter parameters for one attention layer, and the reference checkpoint I/O for a whole model.
+
+Parameter names and shapes match the reference checkpoint (`model.layers.{i}.self_attn.{name}`), so a
+checkpoint saved here loads there and the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
+
+WEIGHTS_FILE = "delta_mem_adapter.pt"
+PARAMETER_NAMES = (
+    "memory_q_proj",
+    "memory_k_proj",
+    "memory_v_proj",
+    "beta_proj",
+    "beta_bias",
+    "delta_q_proj",
+    "delta_k_proj",
+    "delta_v_proj",
+    "delta_o_proj",
+)
+
+
+class DeltaMemLayer(nn.Module):
+    """The trainable projections of one layer: memory q/k/v, the write gate, and the two low-rank heads."""
+
+    def __init__(self, config: DeltaMemConfig, hidden_size: int, query_width: int, key_width: int, value_width: int):
+        super().__init__()
+        self.config = config
+        width = config.read_width
+        self.memory_q_proj = nn.Parameter(torch.zeros(width, hidden_size))
+        self.memory_k_proj = nn.Parameter(torch.zeros(width, hidden_size))
+        self.memory_v_proj = nn.Parameter(torch.zeros(width, hidden_size))
+        self.beta_proj = nn.Parameter(torch.zeros(width, hidden_size))
+        self.beta_bias = nn.Parameter(torch.full((width,), config.beta_bias_init))
+        self.delta_q_proj = nn.Parameter(torch.zeros(query_width, width))
+        # K and V are never corrected; the reference format carries these zero tensors, so we do too
+        self.delta_k_proj = nn.Parameter(torch.zeros(key_width, width), requires_grad=False)
+        self.delta_v_proj = nn.Parameter(torch.zeros(value_width, width), requires_grad=False)
+        self.delta_o_proj = nn.Parameter(torch.zeros(hidden_size, width))
+
+    def reset_parameters(self, q_weight: torch.Tensor, o_weight: torch.Tensor, generator: torch.Generator) -> None:
+        """The reference training init: Kaiming-uniform memory projections, zero gate weights, and each delta
+        head set to `online_gain` times the first `rank` L2-normalised columns of the frozen q / o weight."""
+        with torch.no_grad():
+            for weight in (self.memory_q_proj, self.memory_k_proj, self.memory_v_proj):
+                bound = 1.0 / math.sqrt(weight.shape[1])  # kaiming_uniform_(a=sqrt(5)) reduces to this bound
+                weight.uniform_(-bound, bound, generator=generator)
+            self.beta_proj.zero_()
+            self.beta_bias.fill_(self.config.beta_bias_init)
+            for head, base in ((self.delta_q_proj, q_weight), (self.delta_o_proj, o_weight)):
+                head.zero_()
+                width = min(self.config.rank, base.shape[1], head.shape[1])
+                columns = F.normalize(base[:, :width].detach().float(), dim=0, eps=1e-6)
+                head[:, :width].copy_(columns * self.config.online_gain)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: [B, T, d] → q, k, v, beta, each [B, T, N, r] in fp32."""
+        heads, rank = self.config.num_state_heads, self.config.rank
+        x = x.to(self.memory_q_proj.dtype)
+        packed = F.linear(x, torch.cat([self.memory_q_proj, self.memory_k_proj, self.memory_v_proj]))
+        q, k, v = (p.view(*x.shape[:-1], heads, rank) for p in packed.chunk(3, dim=-1))
+        q = F.normalize(torch.tanh(q), dim=-1, eps=1e-6)
+        k = F.normalize(torch.tanh(k), dim=-1, eps=1e-6)
+        beta = torch.sigmoid(F.linear(x, self.beta_proj, self.beta_bias)).view(*x.shape[:-1], heads, rank)
+        return q.float(), k.float(), v.float(), beta.float()
+
+    def query_correction(self, reads: torch.Tensor) -> torch.Tensor:
+        """reads: [B, T, N*r] → the term added to q_proj's output."""
+        return self.config.scale * F.linear(reads, self.delta_q_proj)
+
+    def output_correction(self, reads: torch.Tensor) -> torch.Tensor:
+        """reads: [B, T, N*r] → the term added to o_proj's output."""
+        return self.config.scale * F.linear(reads, self.delta_o_proj)
+
+
+def state_dict_key(layer: int, name: str) -> str:
+    return f"model.layers.{layer}.self_attn.{name}"
+
+
+def save_adapter(directory: Path, config: DeltaMemConfig, layers: list[DeltaMemLayer]) -> None:
+    """Write the reference format: delta_mem_config.json + delta_mem_adapter.pt (bf16, as released)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save(directory)
+    tensors = {
+        state_dict_key(i, name): getattr(layer, name).detach().to(torch.bfloat16).cpu().contiguous()
+        for i, layer in enumerate(layers)
+        for name in PARAMETER_NAMES
+    }
+    torch.save(tensors, directory / WEIGHTS_FILE)
+
+
+def load_adapter_weights(directory: Path, layers: list[DeltaMemLayer]) -> None:
+    """Load reference-format weights into `layers`, checking that every tensor is present and shaped right."""
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise AdapterConfigError(f"{path} does not exist")
+    tensors = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {state_dict_key(i, name) for i in range(len(layers)) for name in PARAMETER_NAMES}
+    missing, unexpected = sorted(expected - tensors.keys()), sorted(tensors.keys() - expected)
+    if missing or unexpected:
+        raise AdapterConfigError(
+            f"{path} does not match this backbone: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+        )
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            for name in PARAMETER_NAMES:
+                param, value = getattr(layer, name), tensors[state_dict_key(i, name)]
+                if value.shape != param.shape:
+                    raise AdapterConfigError(
+                        f"{state_dict_key(i, name)} has shape {list(value.shape)}, this backbone needs {list(param.shape)}"
+                    )
+                param.copy_(value.to(param.dtype))
+
+
+def adapter_fingerprint(config: DeltaMemConfig, layers: list[DeltaMemLayer]) -> str:
+    """A short digest of the config and every parameter value: two servers agree iff their adapters do."""
+    digest = hashlib.sha256(repr(sorted(config.to_json_dict().items())).encode())
+    for layer in layers:
+        for name in PARAMETER_NAMES:
+            digest.update(getattr(layer, name).detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

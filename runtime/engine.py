@@ -1,0 +1,166 @@
+"""The embedded PyTorch engine: writes text into a memory state and generates while reading and writing it.
+
+The engine is pure computation on explicit states: it never owns a session, so a caller commits the state it
+returns only when the whole call succeeded (and drops it on failure or cancellation). One lock serialises model
+forwards, because the adapter hooks share one pass context; continuous batching replaces this (issue 4).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from deltamem.runtime.backbone import LoadedModel
+from deltamem.runtime.detokenizer import IncrementalDetokenizer
+from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.sampling import SamplingParams, make_generator, sample_next
+
+DEFAULT_PREFILL_CHUNK = 512
+MAX_NEW_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    sampling: SamplingParams = SamplingParams()
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    write_input: bool = True
+    write_output: bool = True
+    ignore_end_of_turn: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise InvalidRequest("the input is empty: give at least one token")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise InvalidRequest(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
+        if self.write_output and not self.write_input:
+            raise InvalidRequest("writing the output without the input is not a supported write mode")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    token_ids: tuple[int, ...]
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    state: torch.Tensor  # [L, N, r, r], the memory after the call
+    finish_reason: str  # "end_of_turn" | "stop_sequence" | "length"
+    prompt_tokens: int
+    generated_tokens: int
+    written_tokens: int
+    text: str
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.backbone_fingerprint = loaded.backbone_fingerprint
+        self.adapter_fingerprint = loaded.adapter_fingerprint
+        self.prefill_chunk = prefill_chunk
+        self.device = next(self.model.parameters()).device
+        self.vocab_size = self.model.backbone.get_input_embeddings().num_embeddings
+        self._lock = threading.Lock()
+        eos = self.model.backbone.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        self.end_of_turn_ids = frozenset(eos_ids)
+
+    # ---- tokenisation -------------------------------------------------------------------------------------
+    def encode_text(self, text: str) -> list[int]:
+        if not text:
+            raise InvalidRequest("the input text is empty")
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode_messages(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> list[int]:
+        if not messages:
+            raise InvalidRequest("the input has no chat messages")
+        for index, (role, _content) in enumerate(messages):
+            if role not in ("system", "user", "assistant"):
+                raise InvalidRequest(f"messages[{index}].role must be system, user or assistant, got {role!r}")
+        chat = [{"role": role, "content": content} for role, content in messages]
+        ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def check_token_ids(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            raise InvalidRequest("token_ids is empty")
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
+        return list(ids)
+
+    # ---- computation --------------------------------------------------------------------------------------
+    def empty_state(self) -> torch.Tensor:
+        return self.model.empty_state(1, self.device)[0]
+
+    def _forward(self, ids: Sequence[int], state: torch.Tensor, write: bool, cache: DynamicCache):
+        input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        with self._lock, torch.inference_mode():
+            out = self.model(input_ids, state[None], write=write, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1], out.state[0]
+
+    def _prefill(self, ids: Sequence[int], state: torch.Tensor, write: bool, cache: DynamicCache):
+        """Feed `ids` in chunks sharing one KV cache; the result does not depend on the chunk size."""
+        logits = None
+        for start in range(0, len(ids), self.prefill_chunk):
+            logits, state = self._forward(ids[start : start + self.prefill_chunk], state, write, cache)
+        return logits, state
+
+    def write(self, state: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+        """Write `ids` into a copy of `state` ([L, N, r, r]); return the new state."""
+        if not ids:
+            raise InvalidRequest("nothing to write: the input is empty")
+        _, new_state = self._prefill(ids, state, True, DynamicCache())
+        return new_state
+
+    def generate(self, state: torch.Tensor, request: GenerationRequest) -> Iterator[TokenEvent | GenerationOutcome]:
+        """Yield a TokenEvent per generated token, then one GenerationOutcome. Closing the iterator early
+        abandons the call; `state` itself is never modified."""
+        cache = DynamicCache()
+        logits, state = self._prefill(request.prompt_ids, state, request.write_input, cache)
+        generator = make_generator(request.sampling)
+        detok = IncrementalDetokenizer(self.tokenizer, request.stop)
+        generated: list[int] = []
+        finish = "length"
+        while len(generated) < request.max_new_tokens:
+            token = sample_next(logits, request.sampling, generator)
+            generated.append(token)
+            text = detok.add(token)
+            if detok.stopped:
+                finish = "stop_sequence"
+            elif token in self.end_of_turn_ids and not request.ignore_end_of_turn:
+                finish = "end_of_turn"
+            else:
+                yield TokenEvent((token,), text)
+                if len(generated) < request.max_new_tokens:
+                    logits, state = self._forward([token], state, request.write_output, cache)
+                continue
+            yield TokenEvent((token,), text + detok.flush())
+            break
+        else:
+            tail = detok.flush()
+            if tail:
+                yield TokenEvent((), tail)
+        if request.write_output:
+            # the last sampled token was never fed back; write it so every generated token is in memory
+            _, state = self._forward([generated[-1]], state, True, cache)
+        written = (len(request.prompt_ids) if request.write_input else 0) + (
+            len(generated) if request.write_output else 0
+        )
+        yield GenerationOutcome(
+            state=state,
+            finish_reason=finish,
+            prompt_tokens=len(request.prompt_ids),
+            generated_tokens=len(generated),
+            written_tokens=written,
+            text=detok.text,
+        )

@@ -1,0 +1,17 @@
+"""Domain errors the runtime raises for bad requests; the service maps each to one gRPC status in one place."""
+
+
+class DeltaMemError(Exception):
+    """Base of every error that is the caller's to fix (never an internal failure)."""
+
+
+class InvalidRequest(DeltaMemError, ValueError):
+    """The request is malformed or out of range."""
+
+
+class SessionNotFound(DeltaMemError, LookupError):
+    """No session has this id."""
+
+
+class SessionBusy(DeltaMemError):
+    """Another mutation of the same session is in progress; mutations are rejected, never interleaved."""

@@ -1,0 +1,151 @@
+"""A frozen causal LM with a δ-mem adapter on every attention layer.
+
+The backbone's code is not modified: hooks on each `self_attn` read the attention input x (after the input
+RMSNorm), run the read → write scan for the layer, and add the low-rank corrections to the outputs of `q_proj`
+(before q_norm and RoPE) and `o_proj` (before the residual add). Outside `MemoryModel.forward` the hooks do
+nothing, so the same module also serves as the plain frozen backbone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from deltamem.kernels import delta_rule
+from deltamem.runtime.adapter import DeltaMemLayer
+from deltamem.runtime.adapter_config import DeltaMemConfig
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "smollm3")
+
+
+class UnsupportedBackbone(ValueError):
+    """The backbone's architecture has no δ-mem attention mapping here."""
+
+
+@dataclass
+class _Pass:
+    """What the hooks share during one forward: the incoming state, and the reads and states they produce."""
+
+    state: torch.Tensor  # [B, L, N, r, r] fp32
+    write: bool
+    write_mask: torch.Tensor | None  # [B, T] bool
+    reads: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, N*r]
+    final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, N, r, r]
+
+
+@dataclass
+class MemoryOutput:
+    logits: torch.Tensor
+    state: torch.Tensor  # [B, L, N, r, r] fp32, the memory after this pass (the input state when writes are off)
+    past_key_values: object | None
+
+
+class MemoryModel(nn.Module):
+    """Backbone (frozen) + one `DeltaMemLayer` per attention layer."""
+
+    def __init__(self, backbone: nn.Module, config: DeltaMemConfig):
+        super().__init__()
+        model_type = getattr(backbone.config, "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise UnsupportedBackbone(
+                f"backbone model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+            )
+        self.backbone = backbone
+        self.config = config
+        backbone.requires_grad_(False)
+        attentions = [layer.self_attn for layer in backbone.model.layers]
+        self.adapters = nn.ModuleList(
+            DeltaMemLayer(
+                config,
+                hidden_size=attn.q_proj.in_features,
+                query_width=attn.q_proj.out_features,
+                key_width=attn.k_proj.out_features,
+                value_width=attn.v_proj.out_features,
+            )
+            for attn in attentions
+        )
+        self._pass: _Pass | None = None
+        for index, attn in enumerate(attentions):
+            attn.register_forward_pre_hook(self._make_scan_hook(index), with_kwargs=True)
+            attn.q_proj.register_forward_hook(self._make_correction_hook(index, "query_correction"))
+            attn.o_proj.register_forward_hook(self._make_correction_hook(index, "output_correction"))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.adapters)
+
+    @property
+    def state_shape(self) -> tuple[int, int, int, int]:
+        """One session's memory: [layers, state heads, r, r]."""
+        return (self.num_layers, self.config.num_state_heads, self.config.rank, self.config.rank)
+
+    def empty_state(self, batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(batch_size, *self.state_shape, dtype=torch.float32, device=device)
+
+    def init_adapter(self, seed: int = 0) -> None:
+        """Deterministic reference-recipe init, derived from the frozen q / o weights."""
+        generator = torch.Generator().manual_seed(seed)
+        for adapter, layer in zip(self.adapters, self.backbone.model.layers):
+            adapter.reset_parameters(layer.self_attn.q_proj.weight, layer.self_attn.o_proj.weight, generator)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        state: torch.Tensor,
+        *,
+        write: bool = True,
+        write_mask: torch.Tensor | None = None,
+        past_key_values: object | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+    ) -> MemoryOutput:
+        """input_ids: [B, T]; state: [B, L, N, r, r]. Every token reads the state as it was before its own
+        write; with `write` off every token reads `state` and the returned state is `state` itself."""
+        if state.shape[1:] != self.state_shape or state.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"state has shape {list(state.shape)}, expected [{input_ids.shape[0]}, {', '.join(map(str, self.state_shape))}]"
+            )
+        run = _Pass(state=state.float(), write=write, write_mask=write_mask)
+        self._pass = run
+        try:
+            out = self.backbone(
+                input_ids=input_ids,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+            )
+        finally:
+            self._pass = None
+        new_state = torch.stack([run.final[i] for i in range(self.num_layers)], dim=1) if write else run.state
+        return MemoryOutput(logits=out.logits, state=new_state, past_key_values=out.past_key_values if use_cache else None)
+
+    def _make_scan_hook(self, index: int):
+        def hook(module, args, kwargs):
+            run = self._pass
+            if run is None:
+                return None
+            x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            q, k, v, beta = self.adapters[index].project(x)
+            layer_state = run.state[:, index]
+            if run.write:
+                reads, final = delta_rule(q, k, v, beta, layer_state, run.write_mask)
+                run.final[index] = final
+            else:
+                # read-only: every token reads the same state, a plain batched matmul
+                reads = torch.einsum("bnij,btnj->btni", layer_state, q)
+            run.reads[index] = reads.flatten(-2)
+            return None
+
+        return hook
+
+    def _make_correction_hook(self, index: int, correction: str):
+        def hook(module, args, output):
+            run = self._pass
+            if run is None:
+                return None
+            delta = getattr(self.adapters[index], correction)(run.reads[index])
+            return output + delta.to(output.dtype)
+
+        return hook

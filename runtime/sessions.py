@@ -1,0 +1,172 @@
+"""Sessions: each holds a versioned memory state. Mutations are exclusive per session and commit atomically.
+
+A mutation works on the state it read and calls `commit` with the new state only when the whole call
+succeeded; anything else (an error, a cancelled stream) leaves the session exactly as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
+
+CONTEXT_POLICIES = ("none",)
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_BYTES = 256
+_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    memory_version: int
+    tokens_written: int
+    parent_session_id: str
+    parent_memory_version: int
+    context_policy: str
+    metadata: dict[str, str]
+    created_at: float
+
+
+@dataclass
+class _Entry:
+    info: SessionInfo
+    state: torch.Tensor  # [L, N, r, r] fp32; replaced, never modified in place
+    mutating: threading.Lock = field(default_factory=threading.Lock)
+
+
+def check_session_id(session_id: str) -> str:
+    if not session_id:
+        raise InvalidRequest("session_id is required")
+    if not _SESSION_ID.match(session_id):
+        raise InvalidRequest(f"session_id {session_id[:64]!r} is malformed: expected 32 lowercase hex characters")
+    return session_id
+
+
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidRequest(f"metadata has {len(metadata)} entries, at most {MAX_METADATA_ENTRIES} are allowed")
+    for key, value in metadata.items():
+        if not key or len(key.encode()) > MAX_METADATA_BYTES or len(value.encode()) > MAX_METADATA_BYTES:
+            raise InvalidRequest(f"metadata key {key[:32]!r}: keys must be 1-{MAX_METADATA_BYTES} bytes, values at most {MAX_METADATA_BYTES}")
+    return dict(metadata)
+
+
+class Mutation:
+    """Exclusive access to one session for one call; `commit` publishes the new state as version n+1."""
+
+    def __init__(self, manager: SessionManager, entry: _Entry):
+        self._manager = manager
+        self._entry = entry
+        self.info = entry.info
+        self.state = entry.state
+        self.committed: SessionInfo | None = None
+
+    def commit(self, new_state: torch.Tensor, tokens_written: int) -> SessionInfo:
+        if self.committed is not None:
+            raise RuntimeError("a mutation commits at most once")
+        self.committed = self._manager._publish(self._entry, new_state.detach().clone(), tokens_written)
+        return self.committed
+
+
+class SessionManager:
+    def __init__(self, empty_state: torch.Tensor):
+        self._empty = empty_state.detach().clone()
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def create(self, metadata: dict[str, str] | None = None, context_policy: str = "none") -> SessionInfo:
+        if context_policy not in CONTEXT_POLICIES:
+            raise InvalidRequest(f"context policy {context_policy!r} is not implemented (supported: {CONTEXT_POLICIES})")
+        info = SessionInfo(
+            session_id=uuid.uuid4().hex,
+            memory_version=0,
+            tokens_written=0,
+            parent_session_id="",
+            parent_memory_version=0,
+            context_policy=context_policy,
+            metadata=check_metadata(metadata or {}),
+            created_at=time.time(),
+        )
+        with self._lock:
+            self._entries[info.session_id] = _Entry(info, self._empty.clone())
+        return info
+
+    def _entry(self, session_id: str) -> _Entry:
+        check_session_id(session_id)
+        entry = self._entries.get(session_id)
+        if entry is None:
+            raise SessionNotFound(f"session {session_id} does not exist")
+        return entry
+
+    def snapshot(self, session_id: str) -> tuple[SessionInfo, torch.Tensor]:
+        """A consistent (info, state) pair at the latest committed version."""
+        with self._lock:
+            entry = self._entry(session_id)
+            return entry.info, entry.state
+
+    @contextmanager
+    def mutation(self, session_id: str) -> Iterator[Mutation]:
+        with self._lock:
+            entry = self._entry(session_id)
+            if not entry.mutating.acquire(blocking=False):
+                raise SessionBusy(f"session {session_id} has another mutating call in progress; retry after it ends")
+        try:
+            yield Mutation(self, entry)
+        finally:
+            entry.mutating.release()
+
+    def _publish(self, entry: _Entry, new_state: torch.Tensor, tokens_written: int) -> SessionInfo:
+        with self._lock:
+            if self._entries.get(entry.info.session_id) is not entry:
+                raise SessionNotFound(f"session {entry.info.session_id} was deleted during the call")
+            entry.state = new_state
+            entry.info = dataclasses.replace(
+                entry.info,
+                memory_version=entry.info.memory_version + 1,
+                tokens_written=entry.info.tokens_written + tokens_written,
+            )
+            return entry.info
+
+    def fork(self, session_id: str, metadata: dict[str, str] | None = None) -> SessionInfo:
+        """A new session with the source's committed memory; the state tensor is copied (KBs, any history)."""
+        metadata = check_metadata(metadata or {})
+        with self._lock:
+            source = self._entry(session_id)
+            info = dataclasses.replace(
+                source.info,
+                session_id=uuid.uuid4().hex,
+                parent_session_id=source.info.session_id,
+                parent_memory_version=source.info.memory_version,
+                metadata=metadata,
+                created_at=time.time(),
+            )
+            self._entries[info.session_id] = _Entry(info, source.state.clone())
+            return info
+
+    def delete(self, session_id: str) -> None:
+        with self._lock:
+            self._entry(session_id)
+            del self._entries[session_id]
+
+    def list(self, after: tuple[float, str] | None, limit: int) -> tuple[list[SessionInfo], bool]:
+        """Up to `limit` sessions oldest first, strictly after the (created_at, session_id) key `after`;
+        returns (page, whether more follow). Keys, not offsets, so deletions never skip or repeat a session."""
+        with self._lock:
+            infos = sorted((e.info for e in self._entries.values()), key=session_order_key)
+        if after is not None:
+            infos = [info for info in infos if session_order_key(info) > after]
+        return infos[:limit], len(infos) > limit
+
+
+def session_order_key(info: SessionInfo) -> tuple[float, str]:
+    return (info.created_at, info.session_id)

@@ -1,0 +1,1 @@
+"""The deltamem gRPC service: configuration, servicer, error mapping, server and its command line."""

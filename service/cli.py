@@ -1,0 +1,76 @@
+"""`deltamem-server` (also `deltamem serve`): prepare the model, load it with its adapter, serve gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from deltamem.service.config import ServerConfig
+
+log = logging.getLogger("deltamem")
+
+
+def parse_config(argv: list[str] | None = None) -> ServerConfig:
+    base = ServerConfig.from_env()
+    parser = argparse.ArgumentParser(prog="deltamem-server", description="Serve δ-mem sessions over gRPC.")
+    parser.add_argument("--host", default=base.host, help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=base.port, help="port; 0 picks a free one (default %(default)s)")
+    parser.add_argument("--model", type=Path, default=base.model_dir,
+                        help="local HF Llama/Qwen3/SmolLM3 directory (default: embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--adapter", type=Path, default=base.adapter_dir,
+                        help="δ-mem adapter in the reference format (default: untrained reference init)")
+    parser.add_argument("--cache-dir", type=Path, default=base.cache_dir, help="model cache (default %(default)s)")
+    parser.add_argument("--max-workers", type=int, default=base.max_workers)
+    parser.add_argument("--log-level", default=base.log_level)
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="convert the default model into the cache if needed, then exit")
+    args = parser.parse_args(argv)
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        model_dir=args.model,
+        adapter_dir=args.adapter,
+        cache_dir=args.cache_dir,
+        max_workers=args.max_workers,
+        log_level=args.log_level,
+        prepare_only=args.prepare_only,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from deltamem.runtime.backbone import load_model
+    from deltamem.runtime.default_model import DefaultModelUnavailable, prepare_default_model
+    from deltamem.runtime.engine import Engine
+    from deltamem.service.server import serve_until_signalled, start_server
+
+    started = time.monotonic()
+    if config.prepare_only:
+        try:
+            log.info("default model ready: %s", prepare_default_model(config.cache_dir))
+        except DefaultModelUnavailable as exc:
+            log.error("%s", exc)
+            return 2
+        return 0
+    try:
+        model_dir = config.model_dir or prepare_default_model(config.cache_dir)
+        loaded = load_model(model_dir, config.adapter_dir)
+    except (DefaultModelUnavailable, FileNotFoundError, ValueError) as exc:
+        log.error("cannot load the model: %s", exc)
+        return 2
+    engine = Engine(loaded)
+    running = start_server(engine, config)
+    # the line tests and operators wait for; it names the port actually bound
+    log.info("deltamem serving %s on %s:%d (model %s, adapter %s, ready in %.1f s)", model_dir.name,
+             config.host, running.port, loaded.backbone_fingerprint, loaded.adapter_fingerprint,
+             time.monotonic() - started)
+    serve_until_signalled(running, config.grace_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

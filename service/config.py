@@ -1,0 +1,49 @@
+"""Server configuration. The only module that reads environment variables (DELTAMEM_*)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """Where converted models live: $DELTAMEM_CACHE_DIR, else ~/.cache/deltamem."""
+    return Path(os.environ.get("DELTAMEM_CACHE_DIR") or Path.home() / ".cache" / "deltamem")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    model_dir: Path | None = None  # None = the embedded default model
+    adapter_dir: Path | None = None  # None = the untrained reference-init adapter
+    cache_dir: Path = Path(".cache")
+    max_workers: int = 16
+    grace_seconds: float = 10.0
+    log_level: str = "INFO"
+    prepare_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls) -> ServerConfig:
+        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _MAX_WORKERS, _LOG_LEVEL."""
+        env = os.environ
+        return cls(
+            host=env.get("DELTAMEM_HOST", cls.host),
+            port=int(env.get("DELTAMEM_PORT", cls.port)),
+            model_dir=Path(env["DELTAMEM_MODEL"]) if env.get("DELTAMEM_MODEL") else None,
+            adapter_dir=Path(env["DELTAMEM_ADAPTER"]) if env.get("DELTAMEM_ADAPTER") else None,
+            cache_dir=default_cache_dir(),
+            max_workers=int(env.get("DELTAMEM_MAX_WORKERS", cls.max_workers)),
+            log_level=env.get("DELTAMEM_LOG_LEVEL", cls.log_level),
+        )

@@ -1,0 +1,123 @@
+"""Translations between protobuf messages and runtime values; no logic beyond the mapping itself."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from deltamem.runtime.engine import Engine
+from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.sampling import SamplingParams
+from deltamem.runtime.sessions import SessionInfo
+from deltamem.v1 import memory_service_pb2 as pb
+
+CONTEXT_POLICY_NAMES = {pb.CONTEXT_POLICY_UNSPECIFIED: "none", pb.CONTEXT_POLICY_NONE: "none"}
+CONTEXT_POLICY_VALUES = {"none": pb.CONTEXT_POLICY_NONE}
+# write mode -> (write input, write output)
+WRITE_MODES = {
+    pb.WRITE_MODE_UNSPECIFIED: (True, True),
+    pb.WRITE_MODE_INPUT_AND_OUTPUT: (True, True),
+    pb.WRITE_MODE_INPUT_ONLY: (True, False),
+    pb.WRITE_MODE_NONE: (False, False),
+}
+FINISH_REASONS = {
+    "end_of_turn": pb.FINISH_REASON_END_OF_TURN,
+    "stop_sequence": pb.FINISH_REASON_STOP_SEQUENCE,
+    "length": pb.FINISH_REASON_LENGTH,
+}
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+def context_policy(value: int) -> str:
+    if value not in CONTEXT_POLICY_NAMES:
+        raise InvalidRequest(f"context_policy {value} is not a known ContextPolicy")
+    return CONTEXT_POLICY_NAMES[value]
+
+
+def write_mode(value: int) -> tuple[bool, bool]:
+    if value not in WRITE_MODES:
+        raise InvalidRequest(f"write_mode {value} is not a known WriteMode")
+    return WRITE_MODES[value]
+
+
+def input_ids(engine: Engine, message: pb.Input, add_generation_prompt: bool) -> list[int]:
+    """The token ids an Input stands for: raw text, chat messages (chat template) or ids."""
+    kind = message.WhichOneof("kind")
+    if kind == "text":
+        return engine.encode_text(message.text)
+    if kind == "messages":
+        turns = [(m.role, m.content) for m in message.messages.messages]
+        return engine.encode_messages(turns, add_generation_prompt=add_generation_prompt)
+    if kind == "token_ids":
+        return engine.check_token_ids(list(message.token_ids.ids))
+    raise InvalidRequest("input is required: set one of text, messages or token_ids")
+
+
+def sampling(message: pb.SamplingParams) -> SamplingParams:
+    return SamplingParams(
+        temperature=message.temperature,
+        top_p=message.top_p or 1.0,
+        top_k=message.top_k,
+        seed=message.seed if message.HasField("seed") else None,
+    )
+
+
+def session(info: SessionInfo) -> pb.Session:
+    created = Timestamp()
+    created.FromNanoseconds(int(info.created_at * 1e9))
+    return pb.Session(
+        session_id=info.session_id,
+        memory_version=info.memory_version,
+        tokens_written=info.tokens_written,
+        parent_session_id=info.parent_session_id,
+        parent_memory_version=info.parent_memory_version,
+        context_policy=CONTEXT_POLICY_VALUES[info.context_policy],
+        metadata=info.metadata,
+        create_time=created,
+    )
+
+
+def state_checksum(state: torch.Tensor) -> str:
+    """SHA-256 of the state as little-endian float32, row-major: what clients recompute to verify a read."""
+    array = state.detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4", copy=False)
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def memory_state(state: torch.Tensor, engine: Engine, summary_only: bool) -> pb.MemoryState:
+    """state: [L, N, r, r] fp32."""
+    state = state.detach().to(torch.float32).cpu()
+    layers = []
+    for index, layer in enumerate(state):
+        layers.append(
+            pb.LayerState(
+                layer=index,
+                values=[] if summary_only else layer.flatten().tolist(),
+                frobenius_norm=float(torch.linalg.vector_norm(layer)),
+                max_abs=float(layer.abs().max()),
+            )
+        )
+    return pb.MemoryState(
+        shape=list(state.shape),
+        dtype="float32",
+        layers=layers,
+        checksum=state_checksum(state),
+        backbone_fingerprint=engine.backbone_fingerprint,
+        adapter_fingerprint=engine.adapter_fingerprint,
+    )
+
+
+def page_token(last: SessionInfo) -> str:
+    """An opaque-looking but simple token: the order key of the last session on the page."""
+    return f"{last.created_at!r}/{last.session_id}"
+
+
+def page_key(token: str) -> tuple[float, str] | None:
+    if not token:
+        return None
+    created, _, session_id = token.partition("/")
+    try:
+        return float(created), session_id
+    except ValueError:
+        raise InvalidRequest(f"page_token {token[:64]!r} is not a token this server issued") from None

@@ -1,0 +1,127 @@
+"""MemoryService: translates requests into engine and session calls and results back into responses."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
+from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.sessions import SessionManager, check_session_id
+from deltamem.service import convert
+from deltamem.service.errors import map_errors
+from deltamem.v1 import memory_service_pb2 as pb
+from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_STOP_SEQUENCES = 8
+MAX_STOP_BYTES = 256
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+class CallAbandoned(Exception):
+    """The client cancelled or the deadline passed: the call ends without committing anything."""
+
+
+class MemoryServicer(pb_grpc.MemoryServiceServicer):
+    def __init__(self, engine: Engine, sessions: SessionManager):
+        self.engine = engine
+        self.sessions = sessions
+
+    @map_errors
+    def CreateSession(self, request, context):
+        info = self.sessions.create(dict(request.metadata), convert.context_policy(request.context_policy))
+        return pb.CreateSessionResponse(session=convert.session(info))
+
+    @map_errors
+    def Generate(self, request, context):
+        check_session_id(request.session_id)
+        write_input, write_output = convert.write_mode(request.write_mode)
+        stop = tuple(request.stop)
+        if len(stop) > MAX_STOP_SEQUENCES:
+            raise InvalidRequest(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(stop)}")
+        if any(not s or len(s.encode()) > MAX_STOP_BYTES for s in stop):
+            raise InvalidRequest(f"each stop sequence must be 1 to {MAX_STOP_BYTES} bytes")
+        sampling = convert.sampling(request.sampling)
+        prompt = convert.input_ids(self.engine, request.input, add_generation_prompt=True)
+        generation = GenerationRequest(
+            prompt_ids=tuple(prompt),
+            sampling=sampling,
+            max_new_tokens=request.max_new_tokens or convert.DEFAULT_MAX_NEW_TOKENS,
+            stop=stop,
+            write_input=write_input,
+            write_output=write_output,
+            ignore_end_of_turn=request.ignore_end_of_turn,
+        )
+        with self.sessions.mutation(request.session_id) as mutation:
+            events = self.engine.generate(mutation.state, generation)
+            try:
+                for event in events:
+                    if not context.is_active():
+                        raise CallAbandoned()
+                    if isinstance(event, GenerationOutcome):
+                        version = mutation.info.memory_version
+                        if event.written_tokens:
+                            version = mutation.commit(event.state, event.written_tokens).memory_version
+                        yield pb.GenerateResponse(
+                            result=pb.GenerateResult(
+                                finish_reason=convert.FINISH_REASONS[event.finish_reason],
+                                usage=pb.Usage(
+                                    prompt_tokens=event.prompt_tokens,
+                                    generated_tokens=event.generated_tokens,
+                                    written_tokens=event.written_tokens,
+                                ),
+                                memory_version=version,
+                                text=event.text,
+                            )
+                        )
+                    else:
+                        yield pb.GenerateResponse(delta=pb.TokenDelta(text=event.text, token_ids=event.token_ids))
+            except CallAbandoned:
+                log.info("Generate on %s abandoned by the client; memory left at version %d",
+                         request.session_id, mutation.info.memory_version)
+            finally:
+                events.close()
+
+    @map_errors
+    def UpdateMemory(self, request, context):
+        check_session_id(request.session_id)
+        ids = convert.input_ids(self.engine, request.input, add_generation_prompt=False)
+        with self.sessions.mutation(request.session_id) as mutation:
+            new_state = self.engine.write(mutation.state, ids)
+            if not context.is_active():
+                context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled; nothing was written")
+            info = mutation.commit(new_state, len(ids))
+        return pb.UpdateMemoryResponse(tokens_written=len(ids), memory_version=info.memory_version)
+
+    @map_errors
+    def ReadState(self, request, context):
+        info, state = self.sessions.snapshot(request.session_id)
+        return pb.ReadStateResponse(
+            session=convert.session(info),
+            state=convert.memory_state(state, self.engine, request.summary_only),
+        )
+
+    @map_errors
+    def ForkSession(self, request, context):
+        info = self.sessions.fork(request.session_id, dict(request.metadata))
+        return pb.ForkSessionResponse(session=convert.session(info))
+
+    @map_errors
+    def DeleteSession(self, request, context):
+        self.sessions.delete(request.session_id)
+        return pb.DeleteSessionResponse()
+
+    @map_errors
+    def ListSessions(self, request, context):
+        if request.page_size > MAX_PAGE_SIZE:
+            raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}, got {request.page_size}")
+        after = convert.page_key(request.page_token)
+        page, has_more = self.sessions.list(after, request.page_size or DEFAULT_PAGE_SIZE)
+        return pb.ListSessionsResponse(
+            sessions=[convert.session(info) for info in page],
+            next_page_token=convert.page_token(page[-1]) if has_more else "",
+        )
