@@ -27,16 +27,17 @@ serve: model
 	$(VENV)/bin/deltamem-server --host $(HOST) --port $(PORT)
 
 test: model
-	$(PY) -m pytest -q
+	$(VENV)/bin/pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -m "not slow"
 
 proto: install
 	$(PY) scripts/gen_proto.py
 
 lint: install
 	$(VENV)/bin/ruff check kernels runtime service clients/python tests scripts
+	$(VENV)/bin/ruff format --check kernels runtime service clients/python tests scripts
 	cd proto && ../$(VENV)/bin/buf lint
 
 clean:

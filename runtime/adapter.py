@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
+from torch import nn
 
 WEIGHTS_FILE = "delta_mem_adapter.pt"
 PARAMETER_NAMES = (
@@ -119,7 +118,8 @@ def load_adapter_weights(directory: Path, layers: list[DeltaMemLayer]) -> None:
                 param, value = getattr(layer, name), tensors[state_dict_key(i, name)]
                 if value.shape != param.shape:
                     raise AdapterConfigError(
-                        f"{state_dict_key(i, name)} has shape {list(value.shape)}, this backbone needs {list(param.shape)}"
+                        f"{state_dict_key(i, name)} has shape {list(value.shape)}, "
+                        f"this backbone needs {list(param.shape)}"
                     )
                 param.copy_(value.to(param.dtype))
 

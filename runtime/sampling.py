@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
 from deltamem.runtime.errors import InvalidRequest
 
 MAX_TEMPERATURE = 10.0

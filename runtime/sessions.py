@@ -7,6 +7,7 @@ succeeded; anything else (an error, a cancelled stream) leaves the session exact
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import threading
 import time
@@ -16,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-
 from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
 
 CONTEXT_POLICIES = ("none",)
@@ -35,6 +35,7 @@ class SessionInfo:
     context_policy: str
     metadata: dict[str, str]
     created_at: float
+    order: int  # creation sequence on this server: the paging key
 
 
 @dataclass
@@ -57,7 +58,10 @@ def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
         raise InvalidRequest(f"metadata has {len(metadata)} entries, at most {MAX_METADATA_ENTRIES} are allowed")
     for key, value in metadata.items():
         if not key or len(key.encode()) > MAX_METADATA_BYTES or len(value.encode()) > MAX_METADATA_BYTES:
-            raise InvalidRequest(f"metadata key {key[:32]!r}: keys must be 1-{MAX_METADATA_BYTES} bytes, values at most {MAX_METADATA_BYTES}")
+            raise InvalidRequest(
+                f"metadata key {key[:32]!r}: keys must be 1-{MAX_METADATA_BYTES} bytes, "
+                f"values at most {MAX_METADATA_BYTES}"
+            )
     return dict(metadata)
 
 
@@ -83,10 +87,13 @@ class SessionManager:
         self._empty = empty_state.detach().clone()
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._created = itertools.count()
 
     def create(self, metadata: dict[str, str] | None = None, context_policy: str = "none") -> SessionInfo:
         if context_policy not in CONTEXT_POLICIES:
-            raise InvalidRequest(f"context policy {context_policy!r} is not implemented (supported: {CONTEXT_POLICIES})")
+            raise InvalidRequest(
+                f"context policy {context_policy!r} is not implemented (supported: {CONTEXT_POLICIES})"
+            )
         info = SessionInfo(
             session_id=uuid.uuid4().hex,
             memory_version=0,
@@ -96,6 +103,7 @@ class SessionManager:
             context_policy=context_policy,
             metadata=check_metadata(metadata or {}),
             created_at=time.time(),
+            order=next(self._created),
         )
         with self._lock:
             self._entries[info.session_id] = _Entry(info, self._empty.clone())
@@ -149,6 +157,7 @@ class SessionManager:
                 parent_memory_version=source.info.memory_version,
                 metadata=metadata,
                 created_at=time.time(),
+                order=next(self._created),
             )
             self._entries[info.session_id] = _Entry(info, source.state.clone())
             return info
@@ -158,15 +167,11 @@ class SessionManager:
             self._entry(session_id)
             del self._entries[session_id]
 
-    def list(self, after: tuple[float, str] | None, limit: int) -> tuple[list[SessionInfo], bool]:
-        """Up to `limit` sessions oldest first, strictly after the (created_at, session_id) key `after`;
-        returns (page, whether more follow). Keys, not offsets, so deletions never skip or repeat a session."""
+    def list(self, after: int | None, limit: int) -> tuple[list[SessionInfo], bool]:
+        """Up to `limit` sessions in creation order, strictly after the session whose `order` is `after`;
+        returns (page, whether more follow). A key, not an offset, so deletions never skip or repeat one."""
         with self._lock:
-            infos = sorted((e.info for e in self._entries.values()), key=session_order_key)
+            infos = sorted((e.info for e in self._entries.values()), key=lambda info: info.order)
         if after is not None:
-            infos = [info for info in infos if session_order_key(info) > after]
+            infos = [info for info in infos if info.order > after]
         return infos[:limit], len(infos) > limit
-
-
-def session_order_key(info: SessionInfo) -> tuple[float, str]:
-    return (info.created_at, info.session_id)

@@ -18,15 +18,24 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     parser = argparse.ArgumentParser(prog="deltamem-server", description="Serve δ-mem sessions over gRPC.")
     parser.add_argument("--host", default=base.host, help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=base.port, help="port; 0 picks a free one (default %(default)s)")
-    parser.add_argument("--model", type=Path, default=base.model_dir,
-                        help="local HF Llama/Qwen3/SmolLM3 directory (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--adapter", type=Path, default=base.adapter_dir,
-                        help="δ-mem adapter in the reference format (default: untrained reference init)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=base.model_dir,
+        help="local HF Llama/Qwen3/SmolLM3 directory (default: embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument(
+        "--adapter",
+        type=Path,
+        default=base.adapter_dir,
+        help="δ-mem adapter in the reference format (default: untrained reference init)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=base.cache_dir, help="model cache (default %(default)s)")
     parser.add_argument("--max-workers", type=int, default=base.max_workers)
     parser.add_argument("--log-level", default=base.log_level)
-    parser.add_argument("--prepare-only", action="store_true",
-                        help="convert the default model into the cache if needed, then exit")
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="convert the default model into the cache if needed, then exit"
+    )
     args = parser.parse_args(argv)
     return ServerConfig(
         host=args.host,
@@ -65,9 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(loaded)
     running = start_server(engine, config)
     # the line tests and operators wait for; it names the port actually bound
-    log.info("deltamem serving %s on %s:%d (model %s, adapter %s, ready in %.1f s)", model_dir.name,
-             config.host, running.port, loaded.backbone_fingerprint, loaded.adapter_fingerprint,
-             time.monotonic() - started)
+    log.info(
+        "deltamem serving %s on %s:%d (model %s, adapter %s, ready in %.1f s)",
+        model_dir.name,
+        config.host,
+        running.port,
+        loaded.backbone_fingerprint,
+        loaded.adapter_fingerprint,
+        time.monotonic() - started,
+    )
     serve_until_signalled(running, config.grace_seconds)
     return 0
 

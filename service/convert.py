@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from deltamem.runtime.engine import Engine
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams
 from deltamem.runtime.sessions import SessionInfo
 from deltamem.v1 import memory_service_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
 
 CONTEXT_POLICY_NAMES = {pb.CONTEXT_POLICY_UNSPECIFIED: "none", pb.CONTEXT_POLICY_NONE: "none"}
 CONTEXT_POLICY_VALUES = {"none": pb.CONTEXT_POLICY_NONE}
@@ -109,15 +108,13 @@ def memory_state(state: torch.Tensor, engine: Engine, summary_only: bool) -> pb.
 
 
 def page_token(last: SessionInfo) -> str:
-    """An opaque-looking but simple token: the order key of the last session on the page."""
-    return f"{last.created_at!r}/{last.session_id}"
+    """The creation sequence number of the last session on the page."""
+    return str(last.order)
 
 
-def page_key(token: str) -> tuple[float, str] | None:
+def page_key(token: str) -> int | None:
     if not token:
         return None
-    created, _, session_id = token.partition("/")
-    try:
-        return float(created), session_id
-    except ValueError:
-        raise InvalidRequest(f"page_token {token[:64]!r} is not a token this server issued") from None
+    if not token.isdigit():
+        raise InvalidRequest(f"page_token {token[:64]!r} is not a token this server issued")
+    return int(token)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import grpc
-
 from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sessions import SessionManager, check_session_id
@@ -81,8 +80,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                     else:
                         yield pb.GenerateResponse(delta=pb.TokenDelta(text=event.text, token_ids=event.token_ids))
             except CallAbandoned:
-                log.info("Generate on %s abandoned by the client; memory left at version %d",
-                         request.session_id, mutation.info.memory_version)
+                log.info(
+                    "Generate on %s abandoned by the client; memory left at version %d",
+                    request.session_id,
+                    mutation.info.memory_version,
+                )
             finally:
                 events.close()
 

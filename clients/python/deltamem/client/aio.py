@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
-
 from deltamem.client.requests import Prompt, generate_request, to_input
 from deltamem.client.sync import DEFAULT_TARGET
 from deltamem.v1 import memory_service_pb2 as pb
@@ -37,7 +36,9 @@ class AsyncGenerationStream:
 
 
 class AsyncMemoryClient:
-    def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None, timeout: float | None = None):
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None, timeout: float | None = None
+    ):
         self._channel = channel or grpc.aio.insecure_channel(target)
         self._stub = pb_grpc.MemoryServiceStub(self._channel)
         self.timeout = timeout
@@ -52,12 +53,16 @@ class AsyncMemoryClient:
         await self.close()
 
     async def create_session(self, metadata: Mapping[str, str] | None = None) -> pb.Session:
-        response = await self._stub.CreateSession(pb.CreateSessionRequest(metadata=metadata or {}), timeout=self.timeout)
+        response = await self._stub.CreateSession(
+            pb.CreateSessionRequest(metadata=metadata or {}), timeout=self.timeout
+        )
         return response.session
 
     def generate(self, session_id: str, prompt: Prompt, **options) -> AsyncGenerationStream:
         timeout = options.pop("timeout", self.timeout)
-        return AsyncGenerationStream(self._stub.Generate(generate_request(session_id, prompt, **options), timeout=timeout))
+        return AsyncGenerationStream(
+            self._stub.Generate(generate_request(session_id, prompt, **options), timeout=timeout)
+        )
 
     async def generate_text(self, session_id: str, prompt: Prompt, **options) -> pb.GenerateResult:
         return await self.generate(session_id, prompt, **options).finish()

@@ -8,9 +8,8 @@ import os
 import sys
 
 import grpc
-from google.protobuf.json_format import MessageToDict
-
 from deltamem.client.sync import DEFAULT_TARGET, MemoryClient
+from google.protobuf.json_format import MessageToDict
 
 
 def _serve(argv: list[str]) -> int:
@@ -68,8 +67,11 @@ def _prompt_lines():
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deltamem", description="Talk to a deltamem server.")
-    parser.add_argument("--target", default=os.environ.get("DELTAMEM_TARGET", DEFAULT_TARGET),
-                        help="server address (default: $DELTAMEM_TARGET or %(default)s)")
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("DELTAMEM_TARGET", DEFAULT_TARGET),
+        help="server address (default: $DELTAMEM_TARGET or %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="deadline per call in seconds")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the server (arguments pass through to deltamem-server)", add_help=False)

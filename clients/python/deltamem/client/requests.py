@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Union
 
 from deltamem.v1 import memory_service_pb2 as pb
 
-ChatTurn = Union[Mapping[str, str], tuple[str, str]]
+ChatTurn = Mapping[str, str] | tuple[str, str]
 # a string is raw text, a sequence of turns is a chat, a sequence of ints is token ids
-Prompt = Union[str, Sequence[ChatTurn], Sequence[int]]
+Prompt = str | Sequence[ChatTurn] | Sequence[int]
 
 
 class WriteMode(enum.IntEnum):

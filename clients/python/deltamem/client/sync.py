@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import grpc
-
 from deltamem.client.requests import Prompt, generate_request, to_input
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
@@ -40,7 +39,9 @@ class GenerationStream:
 
 
 class MemoryClient:
-    def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None, timeout: float | None = None):
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None, timeout: float | None = None
+    ):
         self._channel = channel or grpc.insecure_channel(target)
         self._stub = pb_grpc.MemoryServiceStub(self._channel)
         self.timeout = timeout
@@ -88,7 +89,9 @@ class MemoryClient:
         """Every session, following pages."""
         token = ""
         while True:
-            page = self._stub.ListSessions(pb.ListSessionsRequest(page_size=page_size, page_token=token), timeout=self.timeout)
+            page = self._stub.ListSessions(
+                pb.ListSessionsRequest(page_size=page_size, page_token=token), timeout=self.timeout
+            )
             yield from page.sessions
             token = page.next_page_token
             if not token:

@@ -1,0 +1,180 @@
+"""Shared fixtures: tiny random-weight backbones, the real default model (converted once per cache), and a real
+server process on a free loopback port serving it.
+
+Tests run with --import-mode=importlib and through the `pytest` script, so the repository root is never on
+sys.path: the installed `deltamem.*` packages are what is tested, and no top-level `kernels` can shadow anything.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from deltamem.client import MemoryClient
+from deltamem.runtime.adapter_config import DeltaMemConfig
+from deltamem.runtime.memory_model import MemoryModel
+
+
+def tiny_backbone(model_type: str, seed: int = 0):
+    """A random-weight causal LM of the given architecture, small enough to run hundreds of times."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        max_position_embeddings=256,
+    )
+    if model_type == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    elif model_type == "qwen3":
+        model = Qwen3ForCausalLM(Qwen3Config(**common))
+    else:
+        raise ValueError(model_type)
+    return model.float().eval()
+
+
+def tiny_memory_model(model_type: str = "llama", seed: int = 0, num_state_heads: int = 1) -> MemoryModel:
+    """A tiny backbone with an adapter whose gates and heads are random and large enough to matter."""
+    model = MemoryModel(tiny_backbone(model_type, seed), DeltaMemConfig(num_state_heads=num_state_heads))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for adapter in model.adapters:
+            for name in (
+                "memory_q_proj",
+                "memory_k_proj",
+                "memory_v_proj",
+                "beta_proj",
+                "delta_q_proj",
+                "delta_o_proj",
+            ):
+                param = getattr(adapter, name)
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+            adapter.beta_bias.copy_(torch.randn(adapter.beta_bias.shape, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def default_model_dir():
+    from deltamem.runtime.default_model import prepare_default_model
+    from deltamem.service.config import default_cache_dir
+
+    return prepare_default_model(default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def default_engine(default_model_dir):
+    """The real default model with the server's default (untrained, deterministic) adapter, in-process."""
+    from deltamem.runtime.backbone import load_model
+    from deltamem.runtime.engine import Engine
+
+    return Engine(load_model(default_model_dir))
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model():
+    """Factory fixture: make_tiny_model(arch="llama", seed=0, num_state_heads=1) -> MemoryModel."""
+    return tiny_memory_model
+
+
+# ---- a real server ----------------------------------------------------------------------------------------
+SCRIPTS = Path(sys.executable).parent
+READY = re.compile(r"deltamem serving .* on 127\.0\.0\.1:(\d+)")
+START_TIMEOUT_S = 300
+
+
+class ServerProcess:
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.lines: list[str] = []
+        self.port: int | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+            match = READY.search(line)
+            if match:
+                self.port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self) -> str:
+        if not self._ready.wait(START_TIMEOUT_S) or self.port is None:
+            raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def server(default_model_dir):
+    """Starts `deltamem-server --port 0` and yields (address, process)."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deltamem.service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model",
+            str(default_model_dir),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    proc = ServerProcess(process)
+    try:
+        address = proc.wait_ready()
+        yield address, proc
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def address(server):
+    return server[0]
+
+
+@pytest.fixture
+def client(address):
+    with MemoryClient(address, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def scripts_dir() -> Path:
+    """Where the installed console scripts (deltamem, deltamem-server) live."""
+    return SCRIPTS
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="session")
+def eventually():
+    """eventually(predicate, timeout=10) polls until the predicate holds; returns whether it did."""
+    return wait_until

@@ -1,0 +1,79 @@
+"""Sessions: versions, atomic commits, exclusive mutations, fork isolation, paging."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
+from deltamem.runtime.sessions import SessionManager
+
+
+@pytest.fixture
+def manager():
+    return SessionManager(torch.zeros(2, 1, 4, 4))
+
+
+def test_commit_bumps_version_and_abandoned_mutation_changes_nothing(manager):
+    info = manager.create({"agent": "a"})
+    with manager.mutation(info.session_id) as m:
+        committed = m.commit(torch.ones(2, 1, 4, 4), tokens_written=5)
+    assert (committed.memory_version, committed.tokens_written) == (1, 5)
+    with pytest.raises(RuntimeError, match="boom"), manager.mutation(info.session_id) as m:
+        raise RuntimeError("boom")
+    now, state = manager.snapshot(info.session_id)
+    assert now.memory_version == 1 and torch.equal(state, torch.ones(2, 1, 4, 4))
+
+
+def test_concurrent_mutation_of_one_session_is_rejected(manager):
+    a, b = manager.create(), manager.create()
+    with manager.mutation(a.session_id):
+        with pytest.raises(SessionBusy, match="in progress"), manager.mutation(a.session_id):
+            pass
+        with manager.mutation(b.session_id):  # other sessions are unaffected
+            pass
+    with manager.mutation(a.session_id):  # released afterwards
+        pass
+
+
+def test_fork_is_independent_of_its_parent(manager):
+    parent = manager.create()
+    with manager.mutation(parent.session_id) as m:
+        m.commit(torch.full((2, 1, 4, 4), 2.0), 3)
+    fork = manager.fork(parent.session_id, {"branch": "b"})
+    assert (fork.parent_session_id, fork.parent_memory_version, fork.memory_version) == (parent.session_id, 1, 1)
+    with manager.mutation(fork.session_id) as m:
+        m.commit(torch.full((2, 1, 4, 4), 9.0), 1)
+    assert torch.equal(manager.snapshot(parent.session_id)[1], torch.full((2, 1, 4, 4), 2.0))
+    assert manager.snapshot(parent.session_id)[0].memory_version == 1
+
+
+def test_deleting_during_a_mutation_loses_the_commit_not_the_server(manager):
+    info = manager.create()
+    with manager.mutation(info.session_id) as m:
+        manager.delete(info.session_id)
+        with pytest.raises(SessionNotFound, match="deleted during the call"):
+            m.commit(torch.ones(2, 1, 4, 4), 1)
+    with pytest.raises(SessionNotFound):
+        manager.snapshot(info.session_id)
+
+
+def test_ids_and_metadata_are_validated(manager):
+    with pytest.raises(InvalidRequest, match="required"):
+        manager.snapshot("")
+    with pytest.raises(InvalidRequest, match="malformed"):
+        manager.snapshot("../etc")
+    with pytest.raises(SessionNotFound, match="does not exist"):
+        manager.snapshot("0" * 32)
+    with pytest.raises(InvalidRequest, match="metadata"):
+        manager.create({"k": "v" * 300})
+    with pytest.raises(InvalidRequest, match="not implemented"):
+        manager.create(context_policy="full")
+
+
+def test_paging_by_key_survives_deletions(manager):
+    created = [manager.create().session_id for _ in range(7)]
+    page, more = manager.list(None, 3)
+    assert [i.session_id for i in page] == created[:3] and more
+    manager.delete(created[3])
+    rest, more = manager.list(page[-1].order, 10)
+    assert [i.session_id for i in rest] == created[4:] and not more
