@@ -56,3 +56,14 @@ def test_errors_are_reported_with_status_and_exit_code(address):
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and "does not exist" in missing.stderr
     malformed = deltamem(address, "fork", "xyz")
     assert malformed.returncode == 1 and "INVALID_ARGUMENT" in malformed.stderr
+
+
+def test_serve_subcommand_reaches_the_server_entry_point():
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "deltamem"), "serve", "--prepare-only"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "default model ready" in result.stderr

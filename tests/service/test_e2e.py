@@ -248,3 +248,27 @@ def test_concurrent_sessions_are_served_side_by_side(client):
     assert not errors and all(results[s].memory_version == 2 for s in sessions)
     # identical histories give identical memories whatever the interleaving
     assert len({client.read_state(s).state.checksum for s in sessions}) == 1
+
+
+def test_deadline_stops_generation_and_changes_nothing(client, eventually):
+    session = client.create_session().session_id
+    client.update_memory(session, FACT)
+    before = client.read_state(session)
+    stream = client.generate(session, QUESTION, max_new_tokens=400, ignore_end_of_turn=True, timeout=1.0)
+    with pytest.raises(grpc.RpcError) as err:
+        stream.finish()
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def released():
+        try:
+            client.update_memory(session, "x")
+            return True
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+            return False
+
+    # the abandoned call commits nothing: the next mutation is version 2, built on the untouched version 1
+    assert eventually(released)
+    after = client.read_state(session)
+    assert after.session.memory_version == 2
+    assert after.session.tokens_written == before.session.tokens_written + 1
