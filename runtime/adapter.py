@@ -27,6 +27,8 @@ PARAMETER_NAMES = (
     "delta_v_proj",
     "delta_o_proj",
 )
+# what training updates: everything but the zero K/V heads kept for the format
+TRAINABLE_PARAMETER_NAMES = tuple(n for n in PARAMETER_NAMES if n not in ("delta_k_proj", "delta_v_proj"))
 
 
 class DeltaMemLayer(nn.Module):

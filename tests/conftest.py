@@ -17,17 +17,18 @@ from pathlib import Path
 import pytest
 import torch
 from deltamem.client import MemoryClient
+from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from deltamem.runtime.memory_model import MemoryModel
 
 
-def tiny_backbone(model_type: str, seed: int = 0):
+def tiny_backbone(model_type: str, seed: int = 0, vocab_size: int = 97):
     """A random-weight causal LM of the given architecture, small enough to run hundreds of times."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    torch.manual_seed(seed)
-    common = dict(
-        vocab_size=97,
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=vocab_size,
         hidden_size=48,
         intermediate_size=96,
         num_hidden_layers=2,
@@ -36,13 +37,8 @@ def tiny_backbone(model_type: str, seed: int = 0):
         head_dim=12,
         max_position_embeddings=256,
     )
-    if model_type == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**common))
-    elif model_type == "qwen3":
-        model = Qwen3ForCausalLM(Qwen3Config(**common))
-    else:
-        raise ValueError(model_type)
-    return model.float().eval()
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).float().eval()
 
 
 def tiny_memory_model(model_type: str = "llama", seed: int = 0, num_state_heads: int = 1) -> MemoryModel:
@@ -51,14 +47,7 @@ def tiny_memory_model(model_type: str = "llama", seed: int = 0, num_state_heads:
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for adapter in model.adapters:
-            for name in (
-                "memory_q_proj",
-                "memory_k_proj",
-                "memory_v_proj",
-                "beta_proj",
-                "delta_q_proj",
-                "delta_o_proj",
-            ):
+            for name in TRAINABLE_PARAMETER_NAMES:
                 param = getattr(adapter, name)
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
             adapter.beta_bias.copy_(torch.randn(adapter.beta_bias.shape, generator=generator))
@@ -80,6 +69,12 @@ def default_engine(default_model_dir):
     from deltamem.runtime.engine import Engine
 
     return Engine(load_model(default_model_dir))
+
+
+@pytest.fixture(scope="session")
+def make_tiny_backbone():
+    """Factory fixture: make_tiny_backbone(arch, seed=0, vocab_size=97) -> a random-weight HF causal LM."""
+    return tiny_backbone
 
 
 @pytest.fixture(scope="session")

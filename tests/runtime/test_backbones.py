@@ -5,32 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
 from deltamem.runtime.backbone import load_model
 from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
 from deltamem.runtime.memory_model import UnsupportedBackbone
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
-def test_local_checkpoint_directory_serves(tmp_path, default_engine, arch):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(
-        arch,
-        vocab_size=default_engine.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+def test_local_checkpoint_directory_serves(tmp_path, default_engine, make_tiny_backbone, arch):
+    make_tiny_backbone(arch, vocab_size=default_engine.vocab_size).save_pretrained(tmp_path)
     default_engine.tokenizer.save_pretrained(tmp_path)
     loaded = load_model(tmp_path)
-    assert loaded.model.state_shape == (2, 1, 8, 8)
+    assert loaded.model.state_shape == (2, 1, 8, 8)  # 2 layers
     engine = Engine(loaded)
     events = list(engine.generate(engine.empty_state(), GenerationRequest((1, 2, 3), max_new_tokens=3)))
     outcome = events[-1]

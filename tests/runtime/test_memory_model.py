@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from deltamem.kernels import delta_rule_naive
+from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES
 
 ARCHS = ["llama", "qwen3"]
 
@@ -97,15 +98,7 @@ def test_gradients_reach_the_adapter_through_the_state(make_tiny_model):
     loss = F.cross_entropy(logits[0, :-1], target[0, 1:])
     loss.backward()
     for adapter in model.adapters:
-        for name in (
-            "memory_q_proj",
-            "memory_k_proj",
-            "memory_v_proj",
-            "beta_proj",
-            "beta_bias",
-            "delta_q_proj",
-            "delta_o_proj",
-        ):
+        for name in TRAINABLE_PARAMETER_NAMES:
             grad = getattr(adapter, name).grad
             assert grad is not None and grad.abs().sum() > 0, name
     assert all(p.grad is None for p in model.backbone.parameters())
