@@ -7,6 +7,12 @@ sys.path: the installed `deltamem.*` packages are what is tested, and no top-lev
 
 from __future__ import annotations
 
+import os
+
+# Triton kernels run on the CPU interpreter unless a GPU is present; this must precede any @triton.jit import
+if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import re
 import subprocess
 import sys

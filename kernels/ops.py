@@ -1,0 +1,125 @@
+"""The public δ-mem kernels: input checks, then dispatch to Triton or PyTorch (see backend.py)."""
+
+from __future__ import annotations
+
+import torch
+from deltamem.kernels import backend
+from deltamem.kernels.decode_step.naive import delta_rule_step_naive
+from deltamem.kernels.delta_rule.chunked import delta_rule_chunked
+
+INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor) -> None:
+    for name, x in (("k", k), ("v", v), ("beta", beta)):
+        if x.shape != q.shape:
+            raise ValueError(f"{name} has shape {list(x.shape)}, q has {list(q.shape)}: they must match")
+    for name, x in (("q", q), ("k", k), ("v", v), ("beta", beta)):
+        if x.dtype not in INPUT_DTYPES:
+            raise ValueError(f"{name} has dtype {x.dtype}; supported: float32, bfloat16, float16")
+
+
+def _check_state(name: str, state: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(state.shape) != shape:
+        raise ValueError(f"{name} has shape {list(state.shape)}, expected {list(shape)}")
+    if state.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32 (states are kept in fp32), got {state.dtype}")
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    state: torch.Tensor,
+    write_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read then write T tokens per sequence. q, k, v, beta: [B, T, N, r]; state: [B, N, r, r] fp32;
+    write_mask: optional [B, T] bool (False: the token reads but does not write).
+    Returns (reads [B, T, N, r] fp32, final state [B, N, r, r] fp32); `state` is not modified."""
+    if q.dim() != 4:
+        raise ValueError(f"q must be [B, T, N, r], got shape {list(q.shape)}")
+    _check_inputs(q, k, v, beta)
+    batch, seq_len, heads, rank = q.shape
+    _check_state("state", state, (batch, heads, rank, rank))
+    if write_mask is not None and tuple(write_mask.shape) != (batch, seq_len):
+        raise ValueError(f"write_mask has shape {list(write_mask.shape)}, expected {[batch, seq_len]}")
+    if backend.choose(q.device) == "torch" or _needs_grad(q, k, v, beta, state):
+        # gradients run on the PyTorch path until the Triton backward lands
+        return delta_rule_chunked(q, k, v, beta, state, write_mask)
+    from deltamem.kernels.delta_rule.triton_scan import delta_rule_triton
+
+    if write_mask is not None:
+        beta = beta * write_mask[:, :, None, None].to(beta.dtype)
+    cu_seqlens = torch.arange(batch + 1, device=q.device, dtype=torch.int32) * seq_len
+    flat = [x.reshape(batch * seq_len, heads, rank) for x in (q, k, v, beta)]
+    reads, final = delta_rule_triton(*flat, cu_seqlens, state)
+    return reads.view(batch, seq_len, heads, rank), final
+
+
+def delta_rule_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed ragged batch. q, k, v, beta: [total_T, N, r]; cu_seqlens: [S + 1] non-decreasing, from 0 to
+    total_T; initial_state: [S, N, r, r] fp32 or None (empty). Returns (reads [total_T, N, r], final [S, N, r, r])."""
+    if q.dim() != 3:
+        raise ValueError(f"q must be [total_T, N, r], got shape {list(q.shape)}")
+    _check_inputs(q, k, v, beta)
+    total, heads, rank = q.shape
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise ValueError("cu_seqlens must be a 1-D tensor of at least two offsets")
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0 or bounds[-1] != total or any(b < a for a, b in zip(bounds, bounds[1:], strict=False)):
+        raise ValueError(f"cu_seqlens must rise from 0 to {total} (q's length), got {bounds[:8]}...")
+    num_seqs = len(bounds) - 1
+    if initial_state is not None:
+        _check_state("initial_state", initial_state, (num_seqs, heads, rank, rank))
+    if backend.choose(q.device) == "triton" and not _needs_grad(q, k, v, beta, initial_state):
+        from deltamem.kernels.delta_rule.triton_scan import delta_rule_triton
+
+        return delta_rule_triton(q, k, v, beta, cu_seqlens, initial_state)
+    if initial_state is None:
+        initial_state = q.new_zeros(num_seqs, heads, rank, rank, dtype=torch.float32)
+    reads, finals = [], []
+    for index, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        part = [x[None, start:end] for x in (q, k, v, beta)]
+        r, f = delta_rule_chunked(*part, initial_state[index : index + 1])
+        reads.append(r[0])
+        finals.append(f)
+    return torch.cat(reads), torch.cat(finals)
+
+
+def delta_rule_step(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, pool: torch.Tensor, slots: torch.Tensor
+) -> torch.Tensor:
+    """One decode token per sequence. q, k, v, beta: [B, N, r]; pool: [P, N, r, r] fp32 (a layer's view of a
+    state pool; only the slot stride may differ from contiguous); slots: [B] distinct slot indices.
+    Reads each state, then writes it in place. Returns reads [B, N, r] fp32."""
+    if q.dim() != 3:
+        raise ValueError(f"q must be [B, N, r], got shape {list(q.shape)}")
+    _check_inputs(q, k, v, beta)
+    batch, heads, rank = q.shape
+    if pool.dim() != 4 or tuple(pool.shape[1:]) != (heads, rank, rank) or pool.dtype != torch.float32:
+        raise ValueError(f"pool must be float32 [P, {heads}, {rank}, {rank}], got {pool.dtype} {list(pool.shape)}")
+    if pool.stride()[1:] != (rank * rank, rank, 1):
+        raise ValueError("pool's per-slot [N, r, r] block must be contiguous")
+    if slots.shape != (batch,):
+        raise ValueError(f"slots has shape {list(slots.shape)}, expected [{batch}]")
+    if batch and (slots.min() < 0 or slots.max() >= pool.shape[0]):
+        raise ValueError(f"slots must lie in [0, {pool.shape[0]}), got {slots.tolist()[:8]}")
+    if slots.unique().numel() != batch:
+        raise ValueError("slots must be distinct: two sequences cannot update one state in the same step")
+    if backend.choose(q.device) == "torch":
+        return delta_rule_step_naive(q, k, v, beta, pool, slots.long())
+    from deltamem.kernels.decode_step.triton_step import delta_rule_step_triton
+
+    return delta_rule_step_triton(q, k, v, beta, pool, slots)

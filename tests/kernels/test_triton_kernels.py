@@ -1,0 +1,133 @@
+"""Triton kernels against their references: under TRITON_INTERPRET=1 on CPU, on real Triton with a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from deltamem.kernels import (
+    delta_rule,
+    delta_rule_naive,
+    delta_rule_step,
+    delta_rule_step_naive,
+    delta_rule_varlen,
+)
+from deltamem.kernels.decode_step.triton_step import delta_rule_step_triton
+from deltamem.kernels.delta_rule.triton_scan import delta_rule_triton
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-5, torch.float16: 2e-5}  # compute is fp32 on rounded inputs
+
+
+def memory_inputs(shape, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = F.normalize(torch.tanh(torch.randn(*shape, generator=g)), dim=-1)
+    k = F.normalize(torch.tanh(torch.randn(*shape, generator=g)), dim=-1)
+    v = torch.randn(*shape, generator=g)
+    beta = torch.sigmoid(torch.randn(*shape, generator=g))
+    return [x.to(dtype).to(DEVICE) for x in (q, k, v, beta)]
+
+
+RAGGED = [
+    pytest.param([5, 0, 19, 8], 2, 8, 4, torch.float32, True, id="lens5-0-19-8-N2-r8-BT4-fp32-h0"),
+    pytest.param([1, 7, 8, 9], 1, 8, 8, torch.bfloat16, False, id="lens1-7-8-9-N1-r8-BT8-bf16"),
+    pytest.param([13, 3], 4, 8, 4, torch.float16, True, id="lens13-3-N4-r8-BT4-fp16-h0"),
+    pytest.param([11, 6], 1, 5, 4, torch.float32, True, id="lens11-6-N1-r5-BT4-fp32-h0"),
+]
+
+
+@pytest.mark.parametrize("lengths,heads,rank,block_t,dtype,with_h0", RAGGED)
+def test_chunked_scan_matches_reference_on_ragged_batches(lengths, heads, rank, block_t, dtype, with_h0):
+    total = sum(lengths)
+    q, k, v, beta = memory_inputs((total, heads, rank), dtype)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    h0 = torch.randn(len(lengths), heads, rank, rank, generator=torch.Generator().manual_seed(9)).to(DEVICE)
+    reads, final = delta_rule_triton(q, k, v, beta, cu, h0 if with_h0 else None, block_t=block_t)
+    for index, (start, end) in enumerate(zip(cu.tolist(), cu.tolist()[1:], strict=False)):
+        init = h0[index : index + 1] if with_h0 else torch.zeros(1, heads, rank, rank, device=DEVICE)
+        ref_reads, ref_final = delta_rule_naive(*(x[None, start:end] for x in (q, k, v, beta)), init)
+        torch.testing.assert_close(reads[start:end], ref_reads[0], rtol=TOL[dtype], atol=TOL[dtype])
+        torch.testing.assert_close(final[index], ref_final[0], rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_public_padded_api_runs_triton_with_write_mask(monkeypatch):
+    monkeypatch.setenv("DELTAMEM_KERNELS", "triton")
+    q, k, v, beta = memory_inputs((2, 21, 1, 8), seed=2)
+    state = torch.randn(2, 1, 8, 8, device=DEVICE) * 0.3
+    mask = torch.rand(2, 21, generator=torch.Generator().manual_seed(3)).to(DEVICE) > 0.3
+    reads, final = delta_rule(q, k, v, beta, state, mask)
+    ref_reads, ref_final = delta_rule_naive(q, k, v, beta, state, mask)
+    torch.testing.assert_close(reads, ref_reads, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(final, ref_final, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kernels", ["triton", "torch"])
+def test_varlen_api_matches_on_both_backends(monkeypatch, kernels):
+    monkeypatch.setenv("DELTAMEM_KERNELS", kernels)
+    q, k, v, beta = memory_inputs((30, 2, 8), seed=4)
+    cu = torch.tensor([0, 10, 10, 30], dtype=torch.int32, device=DEVICE)
+    reads, final = delta_rule_varlen(q, k, v, beta, cu)
+    ref_reads, ref_final = delta_rule_naive(*(x[None, 10:30] for x in (q, k, v, beta)), torch.zeros(1, 2, 8, 8))
+    torch.testing.assert_close(reads[10:30], ref_reads[0], rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(final[2], ref_final[0], rtol=2e-5, atol=2e-5)
+    assert final[1].abs().sum() == 0  # an empty sequence keeps its (empty) initial state
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_decode_step_updates_pool_slots_in_place(dtype):
+    pool = torch.randn(6, 3, 2, 8, 8, generator=torch.Generator().manual_seed(5)).to(DEVICE)  # [P, L, N, r, r]
+    slots = torch.tensor([4, 0, 2], device=DEVICE)
+    q, k, v, beta = memory_inputs((3, 2, 8), dtype, seed=6)
+    expected_pool = pool.clone()
+    expected_reads = delta_rule_step_naive(q, k, v, beta, expected_pool[:, 1], slots)
+    reads = delta_rule_step_triton(q, k, v, beta, pool[:, 1], slots)
+    torch.testing.assert_close(reads, expected_reads, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(pool, expected_pool, rtol=2e-5, atol=2e-5)
+    untouched = [1, 3, 5]
+    assert torch.equal(pool[untouched], expected_pool[untouched])
+
+
+def test_decode_step_equals_one_token_of_the_scan(monkeypatch):
+    monkeypatch.setenv("DELTAMEM_KERNELS", "triton")
+    q, k, v, beta = memory_inputs((2, 1, 1, 8), seed=7)
+    state = torch.randn(2, 1, 8, 8, device=DEVICE)
+    reads_scan, final_scan = delta_rule(q, k, v, beta, state)
+    pool = state.clone()
+    reads_step = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], pool, torch.arange(2, device=DEVICE))
+    torch.testing.assert_close(reads_step, reads_scan[:, 0], rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(pool, final_scan, rtol=2e-5, atol=2e-5)
+
+
+def test_bad_inputs_raise_value_errors_with_shapes():
+    q, k, v, beta = memory_inputs((1, 4, 1, 8))
+    with pytest.raises(ValueError, match=r"k has shape \[1, 4, 1, 7\]"):
+        delta_rule(q, k[..., :7], v, beta, torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="float32"):
+        delta_rule(q, k, v, beta, torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dtype torch.int64"):
+        delta_rule(q, k, v, beta.long(), torch.zeros(1, 1, 8, 8))
+    flat = [x[0] for x in (q, k, v, beta)]
+    with pytest.raises(ValueError, match="cu_seqlens must rise"):
+        delta_rule_varlen(*flat, torch.tensor([0, 3, 2, 4]))
+    step = [x[:, 0] for x in (q, k, v, beta)]
+    with pytest.raises(ValueError, match="distinct"):
+        delta_rule_step(*[torch.cat([x, x]) for x in step], torch.zeros(3, 1, 8, 8), torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match=r"slots must lie in \[0, 3\)"):
+        delta_rule_step(*step, torch.zeros(3, 1, 8, 8), torch.tensor([3]))
+
+
+def test_backend_choice(monkeypatch):
+    from deltamem.kernels import backend
+
+    monkeypatch.setenv("DELTAMEM_KERNELS", "torch")
+    assert backend.choose(torch.device("cuda")) == "torch"
+    monkeypatch.setenv("DELTAMEM_KERNELS", "auto")
+    assert backend.choose(torch.device("cpu")) == "torch"
+    assert backend.choose(torch.device("cuda")) == ("triton" if backend.triton_available() else "torch")
+    monkeypatch.setenv("DELTAMEM_KERNELS", "cuda-please")
+    with pytest.raises(ValueError, match="not one of"):
+        backend.choose(torch.device("cpu"))
+    monkeypatch.setenv("DELTAMEM_KERNELS", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        backend.choose(torch.device("cpu"))
