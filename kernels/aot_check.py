@@ -31,6 +31,7 @@ class KernelSpec:
 def kernel_specs() -> list[KernelSpec]:
     from deltamem.kernels.decode_step import triton_step
     from deltamem.kernels.delta_rule import triton_scan
+    from deltamem.kernels.delta_rule import triton_scan_backward as bwd
 
     scan_consts = {"N": 1, "R": 8, "BR": 8, "BT": triton_scan.DEFAULT_BLOCK_T}
     return [
@@ -76,6 +77,56 @@ def kernel_specs() -> list[KernelSpec]:
                 "cu_seqlens_ptr": "*i32",
                 "chunk_state_ptr": "*fp32",
                 "reads_ptr": "*fp32",
+            },
+            scan_consts,
+        ),
+        KernelSpec(
+            "chunk_backward_summary_kernel",
+            bwd.chunk_backward_summary_kernel,
+            {
+                "q_ptr": "*IN",
+                "k_ptr": "*IN",
+                "beta_ptr": "*IN",
+                "dreads_ptr": "*fp32",
+                "chunk_seq_ptr": "*i32",
+                "chunk_bos_ptr": "*i32",
+                "cu_seqlens_ptr": "*i32",
+                "dinp_ptr": "*fp32",
+            },
+            scan_consts,
+        ),
+        KernelSpec(
+            "chunk_backward_carry_kernel",
+            bwd.chunk_backward_carry_kernel,
+            {
+                "trans_ptr": "*fp32",
+                "dinp_ptr": "*fp32",
+                "dht_ptr": "*fp32",
+                "chunk_dstate_ptr": "*fp32",
+                "dh0_ptr": "*fp32",
+                "cu_chunks_ptr": "*i32",
+            },
+            {"N": 1, "R": 8, "BR": 8, "HAS_DHT": True},
+        ),
+        KernelSpec(
+            "chunk_backward_output_kernel",
+            bwd.chunk_backward_output_kernel,
+            {
+                "q_ptr": "*IN",
+                "k_ptr": "*IN",
+                "v_ptr": "*IN",
+                "beta_ptr": "*IN",
+                "dreads_ptr": "*fp32",
+                "chunk_seq_ptr": "*i32",
+                "chunk_bos_ptr": "*i32",
+                "cu_seqlens_ptr": "*i32",
+                "chunk_state_ptr": "*fp32",
+                "chunk_dstate_ptr": "*fp32",
+                "states_ptr": "*fp32",
+                "dq_ptr": "*fp32",
+                "dk_ptr": "*fp32",
+                "dv_ptr": "*fp32",
+                "dbeta_ptr": "*fp32",
             },
             scan_consts,
         ),

@@ -26,10 +26,6 @@ def _check_state(name: str, state: torch.Tensor, shape: tuple[int, ...]) -> None
         raise ValueError(f"{name} must be float32 (states are kept in fp32), got {state.dtype}")
 
 
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -48,8 +44,7 @@ def delta_rule(
     _check_state("state", state, (batch, heads, rank, rank))
     if write_mask is not None and tuple(write_mask.shape) != (batch, seq_len):
         raise ValueError(f"write_mask has shape {list(write_mask.shape)}, expected {[batch, seq_len]}")
-    if backend.choose(q.device) == "torch" or _needs_grad(q, k, v, beta, state):
-        # gradients run on the PyTorch path until the Triton backward lands
+    if backend.choose(q.device) == "torch":
         return delta_rule_chunked(q, k, v, beta, state, write_mask)
     from deltamem.kernels.delta_rule.triton_scan import delta_rule_triton
 
@@ -83,7 +78,7 @@ def delta_rule_varlen(
     num_seqs = len(bounds) - 1
     if initial_state is not None:
         _check_state("initial_state", initial_state, (num_seqs, heads, rank, rank))
-    if backend.choose(q.device) == "triton" and not _needs_grad(q, k, v, beta, initial_state):
+    if backend.choose(q.device) == "triton":
         from deltamem.kernels.delta_rule.triton_scan import delta_rule_triton
 
         return delta_rule_triton(q, k, v, beta, cu_seqlens, initial_state)

@@ -159,6 +159,65 @@ def chunk_table(cu_seqlens: torch.Tensor, block_t: int) -> tuple[torch.Tensor, t
     return chunk_seq.to(torch.int32), chunk_bos.to(torch.int32), cu_chunks
 
 
+def _scan_forward(q, k, v, beta, cu_seqlens, initial_state, block_t):
+    """Run the three forward kernels; return (reads, final, what the backward needs)."""
+    total, heads, rank = q.shape
+    num_seqs = cu_seqlens.numel() - 1
+    chunk_seq, chunk_bos, cu_chunks = chunk_table(cu_seqlens.long(), block_t)
+    num_chunks = chunk_seq.numel()
+    device = q.device
+    trans = torch.empty(num_chunks, heads, rank, rank, rank, dtype=torch.float32, device=device)
+    inp = torch.empty(num_chunks, heads, rank, rank, dtype=torch.float32, device=device)
+    chunk_state = torch.empty(num_chunks, heads, rank, rank, dtype=torch.float32, device=device)
+    final = torch.empty(num_seqs, heads, rank, rank, dtype=torch.float32, device=device)
+    reads = torch.empty(total, heads, rank, dtype=torch.float32, device=device)
+    consts = dict(N=heads, R=rank, BR=triton.next_power_of_2(rank))
+    cu_seqlens = cu_seqlens.to(torch.int32).contiguous()
+    if num_chunks:
+        chunk_summary_kernel[(num_chunks, heads)](
+            k, v, beta, chunk_seq, chunk_bos, cu_seqlens, trans, inp, num_chunks, **consts, BT=block_t
+        )
+    h0 = initial_state.float().contiguous() if initial_state is not None else final
+    chunk_carry_kernel[(num_seqs, heads)](
+        trans, inp, h0, chunk_state, final, cu_chunks, **consts, HAS_H0=initial_state is not None
+    )
+    if num_chunks:
+        chunk_output_kernel[(num_chunks, heads)](
+            q, k, v, beta, chunk_seq, chunk_bos, cu_seqlens, chunk_state, reads, **consts, BT=block_t
+        )
+    saved = dict(
+        chunk_seq=chunk_seq,
+        chunk_bos=chunk_bos,
+        cu_chunks=cu_chunks,
+        cu_seqlens=cu_seqlens,
+        trans=trans,
+        chunk_state=chunk_state,
+        block_t=block_t,
+    )
+    return reads, final, saved
+
+
+class _DeltaRuleTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, beta, cu_seqlens, initial_state, block_t):
+        reads, final, saved = _scan_forward(q, k, v, beta, cu_seqlens, initial_state, block_t)
+        ctx.save_for_backward(q, k, v, beta)
+        ctx.saved = saved
+        ctx.has_initial_state = initial_state is not None
+        return reads, final
+
+    @staticmethod
+    def backward(ctx, dreads, dfinal):
+        from deltamem.kernels.delta_rule.triton_scan_backward import delta_rule_triton_backward
+
+        q, k, v, beta = ctx.saved_tensors
+        saved = ctx.saved | dict(q=q, k=k, v=v, beta=beta)
+        dreads = dreads if dreads is not None else torch.zeros_like(q, dtype=torch.float32)
+        dq, dk, dv, dbeta, dh0 = delta_rule_triton_backward(saved, dreads, dfinal)
+        grads = [g.to(x.dtype) for g, x in zip((dq, dk, dv, dbeta), (q, k, v, beta), strict=True)]
+        return (*grads, None, dh0 if ctx.has_initial_state else None, None)
+
+
 def delta_rule_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -169,42 +228,9 @@ def delta_rule_triton(
     block_t: int = DEFAULT_BLOCK_T,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed form. q, k, v, beta: [total_T, N, r] (any float dtype); cu_seqlens: [S + 1] int32;
-    initial_state: [S, N, r, r] or None (zeros). Returns (reads [total_T, N, r] fp32, final [S, N, r, r] fp32)."""
-    total, heads, rank = q.shape
-    num_seqs = cu_seqlens.numel() - 1
+    initial_state: [S, N, r, r] or None (zeros). Returns (reads [total_T, N, r] fp32, final [S, N, r, r] fp32).
+    Differentiable w.r.t. q, k, v, beta and initial_state (Triton backward)."""
     q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
-    chunk_seq, chunk_bos, cu_chunks = chunk_table(cu_seqlens.long(), block_t)
-    num_chunks = chunk_seq.numel()
-    device = q.device
-    trans = torch.empty(num_chunks, heads, rank, rank, rank, dtype=torch.float32, device=device)
-    inp = torch.empty(num_chunks, heads, rank, rank, dtype=torch.float32, device=device)
-    chunk_state = torch.empty(num_chunks, heads, rank, rank, dtype=torch.float32, device=device)
-    final = torch.empty(num_seqs, heads, rank, rank, dtype=torch.float32, device=device)
-    reads = torch.empty(total, heads, rank, dtype=torch.float32, device=device)
-    block_r = triton.next_power_of_2(rank)
-    cu_seqlens = cu_seqlens.to(torch.int32).contiguous()
-    if num_chunks:
-        chunk_summary_kernel[(num_chunks, heads)](
-            k,
-            v,
-            beta,
-            chunk_seq,
-            chunk_bos,
-            cu_seqlens,
-            trans,
-            inp,
-            num_chunks,
-            N=heads,
-            R=rank,
-            BR=block_r,
-            BT=block_t,
-        )
-    h0 = initial_state.float().contiguous() if initial_state is not None else final
-    chunk_carry_kernel[(num_seqs, heads)](
-        trans, inp, h0, chunk_state, final, cu_chunks, N=heads, R=rank, BR=block_r, HAS_H0=initial_state is not None
-    )
-    if num_chunks:
-        chunk_output_kernel[(num_chunks, heads)](
-            q, k, v, beta, chunk_seq, chunk_bos, cu_seqlens, chunk_state, reads, N=heads, R=rank, BR=block_r, BT=block_t
-        )
-    return reads, final
+    if initial_state is not None:
+        initial_state = initial_state.float().contiguous()
+    return _DeltaRuleTriton.apply(q, k, v, beta, cu_seqlens, initial_state, block_t)
