@@ -32,6 +32,7 @@ def kernel_specs() -> list[KernelSpec]:
     from deltamem.kernels.decode_step import triton_step
     from deltamem.kernels.delta_rule import triton_scan
     from deltamem.kernels.delta_rule import triton_scan_backward as bwd
+    from deltamem.kernels.memory_projection import triton_activations as act
 
     scan_consts = {"N": 1, "R": 8, "BR": 8, "BT": triton_scan.DEFAULT_BLOCK_T}
     return [
@@ -129,6 +130,35 @@ def kernel_specs() -> list[KernelSpec]:
                 "dbeta_ptr": "*fp32",
             },
             scan_consts,
+        ),
+        KernelSpec(
+            "activation_forward_kernel",
+            act.activation_forward_kernel,
+            {
+                "pre_ptr": "*fp32",
+                "bias_ptr": "*fp32",
+                "q_ptr": "*fp32",
+                "k_ptr": "*fp32",
+                "v_ptr": "*fp32",
+                "beta_ptr": "*fp32",
+                "num_rows": "i32",
+            },
+            {"N": 1, "R": 8, "BR": 8, "BM": act.BLOCK_M, "EPS": act.L2_EPS},
+        ),
+        KernelSpec(
+            "activation_backward_kernel",
+            act.activation_backward_kernel,
+            {
+                "pre_ptr": "*fp32",
+                "bias_ptr": "*fp32",
+                "dq_ptr": "*fp32",
+                "dk_ptr": "*fp32",
+                "dv_ptr": "*fp32",
+                "dbeta_ptr": "*fp32",
+                "dpre_ptr": "*fp32",
+                "num_rows": "i32",
+            },
+            {"N": 1, "R": 8, "BR": 8, "BM": act.BLOCK_M, "EPS": act.L2_EPS},
         ),
         KernelSpec(
             "decode_step_kernel",

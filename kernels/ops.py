@@ -6,6 +6,7 @@ import torch
 from deltamem.kernels import backend
 from deltamem.kernels.decode_step.naive import delta_rule_step_naive
 from deltamem.kernels.delta_rule.chunked import delta_rule_chunked
+from deltamem.kernels.memory_projection.naive import memory_projection_naive
 
 INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -118,3 +119,30 @@ def delta_rule_step(
     from deltamem.kernels.decode_step.triton_step import delta_rule_step_triton
 
     return delta_rule_step_triton(q, k, v, beta, pool, slots)
+
+
+def memory_projection(
+    x: torch.Tensor, weight: torch.Tensor, beta_bias: torch.Tensor, heads: int, rank: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x: [..., d]; weight: [4 * heads * rank, d] (memory q, k, v and gate rows); beta_bias: [heads * rank].
+    Returns q, k (tanh + per-head L2 norm), v, beta (sigmoid), each [..., heads, rank] fp32. Differentiable."""
+    width = heads * rank
+    if weight.dim() != 2 or weight.shape != (4 * width, x.shape[-1]):
+        raise ValueError(f"weight has shape {list(weight.shape)}, expected {[4 * width, x.shape[-1]]}")
+    if beta_bias.shape != (width,):
+        raise ValueError(f"beta_bias has shape {list(beta_bias.shape)}, expected {[width]}")
+    if backend.choose(x.device) == "torch":
+        return memory_projection_naive(x, weight, beta_bias, heads, rank)
+    from deltamem.kernels.memory_projection.triton_activations import memory_projection_triton
+
+    return memory_projection_triton(x, weight, beta_bias, heads, rank)
+
+
+def low_rank_correction(out: torch.Tensor, reads: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
+    """out + scale * reads @ weight^T as one fused GEMM-with-add (addmm) on every backend.
+    out: [..., D]; reads: [..., W]; weight: [D, W]."""
+    if weight.shape != (out.shape[-1], reads.shape[-1]):
+        raise ValueError(f"weight has shape {list(weight.shape)}, expected {[out.shape[-1], reads.shape[-1]]}")
+    flat_out = out.reshape(-1, out.shape[-1])
+    flat_reads = reads.reshape(-1, reads.shape[-1]).to(out.dtype)
+    return torch.addmm(flat_out, flat_reads, weight.to(out.dtype).t(), alpha=scale).view(out.shape)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from deltamem.kernels import low_rank_correction, memory_projection
 from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
 from torch import nn
 
@@ -66,22 +67,18 @@ class DeltaMemLayer(nn.Module):
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [B, T, d] → q, k, v, beta, each [B, T, N, r] in fp32."""
-        heads, rank = self.config.num_state_heads, self.config.rank
-        x = x.to(self.memory_q_proj.dtype)
-        packed = F.linear(x, torch.cat([self.memory_q_proj, self.memory_k_proj, self.memory_v_proj]))
-        q, k, v = (p.view(*x.shape[:-1], heads, rank) for p in packed.chunk(3, dim=-1))
-        q = F.normalize(torch.tanh(q), dim=-1, eps=1e-6)
-        k = F.normalize(torch.tanh(k), dim=-1, eps=1e-6)
-        beta = torch.sigmoid(F.linear(x, self.beta_proj, self.beta_bias)).view(*x.shape[:-1], heads, rank)
-        return q.float(), k.float(), v.float(), beta.float()
+        weight = torch.cat([self.memory_q_proj, self.memory_k_proj, self.memory_v_proj, self.beta_proj])
+        return memory_projection(
+            x.to(weight.dtype), weight, self.beta_bias, self.config.num_state_heads, self.config.rank
+        )
 
-    def query_correction(self, reads: torch.Tensor) -> torch.Tensor:
-        """reads: [B, T, N*r] → the term added to q_proj's output."""
-        return self.config.scale * F.linear(reads, self.delta_q_proj)
+    def correct_query(self, q_out: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
+        """q_proj's output plus scale · Wdq · m; reads: [B, T, N*r]."""
+        return low_rank_correction(q_out, reads, self.delta_q_proj, self.config.scale)
 
-    def output_correction(self, reads: torch.Tensor) -> torch.Tensor:
-        """reads: [B, T, N*r] → the term added to o_proj's output."""
-        return self.config.scale * F.linear(reads, self.delta_o_proj)
+    def correct_output(self, o_out: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
+        """o_proj's output plus scale · Wdo · m."""
+        return low_rank_correction(o_out, reads, self.delta_o_proj, self.config.scale)
 
 
 def state_dict_key(layer: int, name: str) -> str:

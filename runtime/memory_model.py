@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from deltamem.kernels import delta_rule
+from deltamem.kernels import delta_rule, delta_rule_step
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from torch import nn
@@ -68,8 +68,8 @@ class MemoryModel(nn.Module):
         self._pass: _Pass | None = None
         for index, attn in enumerate(attentions):
             attn.register_forward_pre_hook(self._make_scan_hook(index), with_kwargs=True)
-            attn.q_proj.register_forward_hook(self._make_correction_hook(index, "query_correction"))
-            attn.o_proj.register_forward_hook(self._make_correction_hook(index, "output_correction"))
+            attn.q_proj.register_forward_hook(self._make_correction_hook(index, "correct_query"))
+            attn.o_proj.register_forward_hook(self._make_correction_hook(index, "correct_output"))
 
     @property
     def num_layers(self) -> int:
@@ -128,7 +128,13 @@ class MemoryModel(nn.Module):
             x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             q, k, v, beta = self.adapters[index].project(x)
             layer_state = run.state[:, index]
-            if run.write:
+            if run.write and x.shape[1] == 1 and run.write_mask is None and not torch.is_grad_enabled():
+                # decode: the fused single-token step, writing into a copy of the layer's states
+                final = layer_state.clone()
+                slots = torch.arange(final.shape[0], device=final.device)
+                reads = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], final, slots)[:, None]
+                run.final[index] = final
+            elif run.write:
                 reads, final = delta_rule(q, k, v, beta, layer_state, run.write_mask)
                 run.final[index] = final
             else:
@@ -144,7 +150,6 @@ class MemoryModel(nn.Module):
             run = self._pass
             if run is None:
                 return None
-            delta = getattr(self.adapters[index], correction)(run.reads[index])
-            return output + delta.to(output.dtype)
+            return getattr(self.adapters[index], correction)(output, run.reads[index])
 
         return hook

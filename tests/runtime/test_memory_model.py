@@ -59,7 +59,10 @@ def test_corrections_are_added_to_q_proj_and_o_proj_with_the_read_before_the_wri
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("num_state_heads", [1, 4])
-def test_token_by_token_loop_matches_one_vectorised_pass(make_tiny_model, arch, num_state_heads):
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_token_by_token_loop_matches_one_vectorised_pass(make_tiny_model, monkeypatch, arch, num_state_heads, kernels):
+    """Decode steps (the fused step kernel) against one pass (the chunked scan), on either kernel backend."""
+    monkeypatch.setenv("DELTAMEM_KERNELS", kernels)
     model = make_tiny_model(arch, num_state_heads=num_state_heads)
     from transformers import DynamicCache
 
