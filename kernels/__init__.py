@@ -1,16 +1,17 @@
 """δ-mem compute kernels, each with its plain PyTorch reference beside it.
 
 Public: `delta_rule` (padded batches), `delta_rule_varlen` (packed ragged batches), `delta_rule_step` (the
-decode step on a state pool) and `memory_projection` (q, k, v, gate with activations) dispatch to Triton on
+decode step on a state pool), `delta_rule_decode` (the same step, functional) and `memory_projection` (q, k, v, gate with activations) dispatch to Triton on
 CUDA and to PyTorch elsewhere (backend.py); `low_rank_correction` is one addmm everywhere. The `*_naive`
 functions are the oracles; `delta_rule_chunked` is the CPU fast path.
 """
 
-from deltamem.kernels.decode_step import delta_rule_step_naive
+from deltamem.kernels.decode_step import delta_rule_step_naive, delta_rule_token_naive
 from deltamem.kernels.delta_rule import delta_rule_chunked, delta_rule_naive
 from deltamem.kernels.memory_projection import low_rank_correction_naive, memory_projection_naive
 from deltamem.kernels.ops import (
     delta_rule,
+    delta_rule_decode,
     delta_rule_step,
     delta_rule_varlen,
     low_rank_correction,
@@ -20,9 +21,11 @@ from deltamem.kernels.ops import (
 __all__ = [
     "delta_rule",
     "delta_rule_chunked",
+    "delta_rule_decode",
     "delta_rule_naive",
     "delta_rule_step",
     "delta_rule_step_naive",
+    "delta_rule_token_naive",
     "delta_rule_varlen",
     "low_rank_correction",
     "low_rank_correction_naive",

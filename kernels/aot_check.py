@@ -32,6 +32,7 @@ def kernel_specs() -> list[KernelSpec]:
     from deltamem.kernels.decode_step import triton_step
     from deltamem.kernels.delta_rule import triton_scan
     from deltamem.kernels.delta_rule import triton_scan_backward as bwd
+    from deltamem.kernels.delta_rule import triton_sequential as seq
     from deltamem.kernels.memory_projection import triton_activations as act
 
     scan_consts = {"N": 1, "R": 8, "BR": 8, "BT": triton_scan.DEFAULT_BLOCK_T}
@@ -159,6 +160,22 @@ def kernel_specs() -> list[KernelSpec]:
                 "num_rows": "i32",
             },
             {"N": 1, "R": 8, "BR": 8, "BM": act.BLOCK_M, "EPS": act.L2_EPS},
+        ),
+        KernelSpec(
+            "sequential_row_scan_kernel",
+            seq.sequential_row_scan_kernel,
+            {
+                "q_ptr": "*IN",
+                "k_ptr": "*IN",
+                "v_ptr": "*IN",
+                "beta_ptr": "*IN",
+                "cu_seqlens_ptr": "*i32",
+                "h0_ptr": "*fp32",
+                "reads_ptr": "*fp32",
+                "ht_ptr": "*fp32",
+            },
+            {"N": 1, "R": 8, "BR": 8},
+            pinned_num_warps=1,
         ),
         KernelSpec(
             "decode_step_kernel",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from deltamem.kernels import backend
-from deltamem.kernels.decode_step.naive import delta_rule_step_naive
+from deltamem.kernels.decode_step.naive import delta_rule_step_naive, delta_rule_token_naive
 from deltamem.kernels.delta_rule.chunked import delta_rule_chunked
 from deltamem.kernels.memory_projection.naive import memory_projection_naive
 
@@ -119,6 +119,24 @@ def delta_rule_step(
     from deltamem.kernels.decode_step.triton_step import delta_rule_step_triton
 
     return delta_rule_step_triton(q, k, v, beta, pool, slots)
+
+
+def delta_rule_decode(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, state: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token for each of B sequences, functionally: q, k, v, beta: [B, N, r]; state: [B, N, r, r] fp32.
+    Returns (reads [B, N, r], new state); `state` is untouched. Triton runs the fused step kernel on a copy;
+    PyTorch runs the update directly (cheaper than a gather/scatter through a pool on the CPU)."""
+    _check_inputs(q, k, v, beta)
+    batch, heads, rank = q.shape
+    _check_state("state", state, (batch, heads, rank, rank))
+    if backend.choose(q.device) == "torch":
+        return delta_rule_token_naive(q, k, v, beta, state)
+    from deltamem.kernels.decode_step.triton_step import delta_rule_step_triton
+
+    new_state = state.clone()
+    slots = torch.arange(batch, device=q.device, dtype=torch.int32)
+    return delta_rule_step_triton(q, k, v, beta, new_state, slots), new_state
 
 
 def memory_projection(

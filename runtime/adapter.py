@@ -65,9 +65,20 @@ class DeltaMemLayer(nn.Module):
                 columns = F.normalize(base[:, :width].detach().float(), dim=0, eps=1e-6)
                 head[:, :width].copy_(columns * self.config.online_gain)
 
+    def packed_projection_weight(self) -> torch.Tensor:
+        """The four projection weights stacked [4 * N * r, d], as one GEMM wants them. Outside autograd the
+        stack is cached and rebuilt only when a parameter changes (its version counter moves)."""
+        parts = (self.memory_q_proj, self.memory_k_proj, self.memory_v_proj, self.beta_proj)
+        if torch.is_grad_enabled():
+            return torch.cat(parts)
+        versions = tuple(p._version for p in parts) + tuple(p.data_ptr() for p in parts)
+        if getattr(self, "_packed_versions", None) != versions:
+            self._packed, self._packed_versions = torch.cat(parts), versions
+        return self._packed
+
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [B, T, d] → q, k, v, beta, each [B, T, N, r] in fp32."""
-        weight = torch.cat([self.memory_q_proj, self.memory_k_proj, self.memory_v_proj, self.beta_proj])
+        weight = self.packed_projection_weight()
         return memory_projection(
             x.to(weight.dtype), weight, self.beta_bias, self.config.num_state_heads, self.config.rank
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from deltamem.kernels import delta_rule, delta_rule_step
+from deltamem.kernels import delta_rule, delta_rule_decode
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from torch import nn
@@ -129,11 +129,9 @@ class MemoryModel(nn.Module):
             q, k, v, beta = self.adapters[index].project(x)
             layer_state = run.state[:, index]
             if run.write and x.shape[1] == 1 and run.write_mask is None and not torch.is_grad_enabled():
-                # decode: the fused single-token step, writing into a copy of the layer's states
-                final = layer_state.clone()
-                slots = torch.arange(final.shape[0], device=final.device)
-                reads = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], final, slots)[:, None]
-                run.final[index] = final
+                # decode: the fused single-token step
+                reads, run.final[index] = delta_rule_decode(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], layer_state)
+                reads = reads[:, None]
             elif run.write:
                 reads, final = delta_rule(q, k, v, beta, layer_state, run.write_mask)
                 run.final[index] = final

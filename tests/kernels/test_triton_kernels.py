@@ -87,15 +87,23 @@ def test_decode_step_updates_pool_slots_in_place(dtype):
     assert torch.equal(pool[untouched], expected_pool[untouched])
 
 
-def test_decode_step_equals_one_token_of_the_scan(monkeypatch):
-    monkeypatch.setenv("DELTAMEM_KERNELS", "triton")
+@pytest.mark.parametrize("kernels", ["triton", "torch"])
+def test_decode_step_equals_one_token_of_the_scan(monkeypatch, kernels):
+    from deltamem.kernels import delta_rule_decode
+
+    monkeypatch.setenv("DELTAMEM_KERNELS", kernels)
     q, k, v, beta = memory_inputs((2, 1, 1, 8), seed=7)
     state = torch.randn(2, 1, 8, 8, device=DEVICE)
-    reads_scan, final_scan = delta_rule(q, k, v, beta, state)
+    reads_scan, final_scan = delta_rule_naive(q, k, v, beta, state)
     pool = state.clone()
     reads_step = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], pool, torch.arange(2, device=DEVICE))
     torch.testing.assert_close(reads_step, reads_scan[:, 0], rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(pool, final_scan, rtol=2e-5, atol=2e-5)
+    before = state.clone()
+    reads_fn, new_state = delta_rule_decode(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], state)
+    torch.testing.assert_close(reads_fn, reads_scan[:, 0], rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(new_state, final_scan, rtol=2e-5, atol=2e-5)
+    assert torch.equal(state, before)  # functional: the input state is untouched
 
 
 def test_bad_inputs_raise_value_errors_with_shapes():
@@ -233,3 +241,17 @@ def test_low_rank_correction_is_one_addmm_equal_to_the_reference():
     )
     with pytest.raises(ValueError, match="weight has shape"):
         low_rank_correction(out, reads, weight[:, :7], 2.0)
+
+
+def test_sequential_baseline_kernel_matches_reference():
+    """The benchmark baseline (the reference layout) must be correct for its ratio to mean anything."""
+    from deltamem.kernels.delta_rule.triton_sequential import delta_rule_sequential_triton
+
+    q, k, v, beta = memory_inputs((17, 2, 8), seed=31)
+    cu = torch.tensor([0, 6, 17], dtype=torch.int32, device=DEVICE)
+    h0 = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(32)).to(DEVICE)
+    reads, final = delta_rule_sequential_triton(q, k, v, beta, cu, h0)
+    for index, (start, end) in enumerate([(0, 6), (6, 17)]):
+        ref_reads, ref_final = delta_rule_naive(*(x[None, start:end] for x in (q, k, v, beta)), h0[index : index + 1])
+        torch.testing.assert_close(reads[start:end], ref_reads[0], rtol=2e-5, atol=2e-5)
+        torch.testing.assert_close(final[index], ref_final[0], rtol=2e-5, atol=2e-5)
