@@ -1,9 +1,13 @@
-"""The δ-mem write scan in vectorised PyTorch: the CPU fast path.
+"""The δ-mem write scan in chunked PyTorch: the CPU fast path, built from batched matmuls and one triangular solve.
 
-Each row i of a state head is an independent linear recurrence s_t = s_{t-1} M_t + u_t with
-M_t = (1 - beta_i) I - beta_i k k^T and u_t = beta_i v_i k^T. Pairs (M, u) compose associatively, so inside a
-chunk of C tokens the prefix transitions come from log2(C) doubling steps over all chunks at once, and only
-the T / C chunk boundaries are walked in order. The per-token loop becomes a handful of batched matmuls.
+Row i of a state head follows s_j = a_j s_{j-1} + u_j k_j with a_j = 1 - beta_ij and the scalar innovation
+u_j = beta_ij (v_ij - s_{j-1}.k_j). Inside a chunk starting from s_0, with decays D[j, l] = a_{l+1} ... a_j:
+    s_j = D[j, 0] s_0 + sum_{l<=j} D[j, l] u_l k_l,
+so the innovations solve a unit lower-triangular system (I + A) u = beta (v - D[j-1, 0] K s_0), with
+A[j, l] = beta_j D[j-1, l] (k_j.k_l) for l < j. Writing u = w - W s_0 separates what depends on s_0: every chunk
+is solved at once, then only the chunk boundaries are walked in order (s_C = s_0 P + U), and every token's read
+m_j = D[j-1, 0] s_0.q_j + sum_{l<j} D[j-1, l] (q_j.k_l) u_l follows with matmuls. Decays are products formed in
+log space; a gate of exactly 1 is clamped to 1 - 1e-30 so that logarithms stay finite (an error of 1e-30).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK_SIZE = 32
+DEFAULT_CHUNK_SIZE = 16
+_MIN_DECAY = 1e-30
 
 
 def delta_rule_chunked(
@@ -28,8 +33,8 @@ def delta_rule_chunked(
     q, k, v, beta: [B, T, N, r]; state: [B, N, r, r] fp32; write_mask: optional [B, T] bool
     returns (reads [B, T, N, r] fp32, final state [B, N, r, r] fp32)
     """
-    if chunk_size < 1 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     bsz, seq_len, heads, rank = q.shape
     q, k, v, beta = (x.float() for x in (q, k, v, beta))
     state = state.float()
@@ -37,42 +42,47 @@ def delta_rule_chunked(
         return q.new_zeros(q.shape), state.clone()
     if write_mask is not None:
         beta = beta * write_mask[:, :, None, None].to(beta.dtype)
-
-    size = min(chunk_size, 1 << (seq_len - 1).bit_length())
+    size = min(chunk_size, seq_len)
     pad = (-seq_len) % size
     if pad:
-        # padded tokens have beta = 0: identity transition, no write; their reads are dropped
+        # padded tokens have beta = 0: no decay, no write; their reads are dropped
         q, k, v, beta = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v, beta))
-    num_chunks = q.shape[1] // size
-    q, k, v, beta = (x.reshape(bsz, num_chunks, size, heads, rank) for x in (q, k, v, beta))
+    chunks = q.shape[1] // size
+    # shared by all rows of a head: [B, nC, N, C, r]; per row: [B, nC, N, r_row, C]
+    q, k = (x.view(bsz, chunks, size, heads, rank).transpose(2, 3) for x in (q, k))
+    v, beta = (x.view(bsz, chunks, size, heads, rank).permute(0, 1, 3, 4, 2) for x in (v, beta))
 
-    # per-token, per-row transition M: [B, nC, C, N, r_row, r, r] and input u: [B, nC, C, N, r_row, r]
-    eye = torch.eye(rank, dtype=q.dtype, device=q.device)
-    kk = k[..., :, None] * k[..., None, :]
-    trans = (1.0 - beta)[..., None, None] * eye - beta[..., None, None] * kk[..., None, :, :]
-    inp = (beta * v)[..., None] * k[..., None, :]
+    log_decay = torch.log((1.0 - beta).clamp_min(_MIN_DECAY))
+    through = log_decay.cumsum(-1)  # log D[j, 0]
+    before = through - log_decay  # log D[j-1, 0]
+    strict = torch.ones(size, size, dtype=torch.bool, device=q.device).tril(-1)
+    # D[j-1, l] for l < j, zero elsewhere
+    decay_pairs = torch.exp((before[..., :, None] - through[..., None, :]).masked_fill(~strict, float("-inf")))
+    kk = (k @ k.transpose(-1, -2)).unsqueeze(3)  # [B, nC, N, 1, C, C]
+    qk = (q @ k.transpose(-1, -2)).unsqueeze(3)
+    system = beta[..., :, None] * decay_pairs * kk
+    rhs = torch.cat([(beta * v)[..., None], (beta * torch.exp(before))[..., None] * k.unsqueeze(3)], dim=-1)
+    eye = torch.eye(size, dtype=q.dtype, device=q.device)
+    solved = torch.linalg.solve_triangular(system + eye, rhs, upper=False, unitriangular=True)
+    w, big_w = solved[..., 0], solved[..., 1:]  # u = w - W s_0: [.., r_row, C] and [.., r_row, C, r]
 
-    # inclusive prefix composition inside every chunk (Hillis-Steele doubling)
-    step = 1
-    while step < size:
-        earlier_t, earlier_u = trans[:, :, :-step], inp[:, :, :-step]
-        later_t = trans[:, :, step:]
-        trans = torch.cat([trans[:, :, :step], earlier_t @ later_t], dim=2)
-        inp = torch.cat([inp[:, :, :step], (earlier_u[..., None, :] @ later_t).squeeze(-2) + inp[:, :, step:]], dim=2)
-        step *= 2
+    to_end = torch.exp(through[..., -1:] - through)  # D[C, l]
+    kd = to_end[..., None] * k.unsqueeze(3)  # [.., r_row, C, r]
+    trans = (
+        torch.exp(through[..., -1])[..., None, None] * torch.eye(rank, device=q.device) - big_w.transpose(-1, -2) @ kd
+    )  # [.., r_row, r, r]
+    inp = (w.unsqueeze(-2) @ kd).squeeze(-2)  # [.., r_row, r]
 
-    # walk the chunk boundaries: the state entering each chunk
     starts = []
     current = state
-    for c in range(num_chunks):
+    for c in range(chunks):
         starts.append(current)
-        current = (current[..., None, :] @ trans[:, c, -1]).squeeze(-2) + inp[:, c, -1]
-    chunk_starts = torch.stack(starts, dim=1)  # [B, nC, N, r, r]
+        current = (current.unsqueeze(-2) @ trans[:, c]).squeeze(-2) + inp[:, c]
+    chunk_starts = torch.stack(starts, dim=1)  # [B, nC, N, r_row, r]
 
-    # the state each token reads is the one before its own write: shift the prefixes by one token
-    trans_before = torch.cat([eye.expand_as(trans[:, :, :1]), trans[:, :, :-1]], dim=2)
-    inp_before = torch.cat([torch.zeros_like(inp[:, :, :1]), inp[:, :, :-1]], dim=2)
-    state_before = (chunk_starts[:, :, None, ..., None, :] @ trans_before).squeeze(-2) + inp_before
-    reads = (state_before @ q[..., :, None]).squeeze(-1)
-    reads = reads.reshape(bsz, num_chunks * size, heads, rank)[:, :seq_len]
+    innovations = w - (big_w @ chunk_starts.unsqueeze(-1)).squeeze(-1)  # [.., r_row, C]
+    reads = torch.exp(before) * (chunk_starts @ q.transpose(-1, -2)) + (
+        (decay_pairs * qk) @ innovations.unsqueeze(-1)
+    ).squeeze(-1)
+    reads = reads.permute(0, 1, 4, 2, 3).reshape(bsz, chunks * size, heads, rank)[:, :seq_len]
     return reads, current

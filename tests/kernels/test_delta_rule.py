@@ -27,6 +27,7 @@ CASES = [
     pytest.param(3, 64, 4, 8, 16, id="B3-T64-N4-r8-C16"),
     pytest.param(2, 130, 2, 5, 32, id="B2-T130-N2-r5"),
     pytest.param(1, 257, 1, 8, 64, id="B1-T257-N1-r8-C64"),
+    pytest.param(2, 100, 1, 8, 12, id="B2-T100-N1-r8-C12"),
 ]
 
 
@@ -96,5 +97,18 @@ def test_empty_sequence_and_bad_chunk_size():
     reads, final = delta_rule_chunked(q, k, v, beta, state)
     assert reads.shape == (1, 0, 1, 8)
     torch.testing.assert_close(final, state)
-    with pytest.raises(ValueError, match="power of two"):
-        delta_rule_chunked(*make_inputs(1, 4, 1, 8), chunk_size=12)
+    with pytest.raises(ValueError, match="positive"):
+        delta_rule_chunked(*make_inputs(1, 4, 1, 8), chunk_size=0)
+
+
+def test_saturated_gates_stay_finite_and_exact():
+    """A gate of exactly 1 (decay 0) overwrites the row; the log-space decays must not turn it into NaN."""
+    q, k, v, beta, state = make_inputs(1, 40, 1, 8, seed=13)
+    beta[:, 5] = 1.0
+    beta[:, 20:23] = 1.0
+    beta[:, 30] = 0.0
+    reads_ref, state_ref = delta_rule_naive(q, k, v, beta, state)
+    reads, final = delta_rule_chunked(q, k, v, beta, state, chunk_size=16)
+    assert torch.isfinite(reads).all() and torch.isfinite(final).all()
+    torch.testing.assert_close(reads, reads_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(final, state_ref, rtol=1e-5, atol=1e-5)
