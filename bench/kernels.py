@@ -16,6 +16,7 @@ import argparse
 import platform
 import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -84,9 +85,9 @@ def bench_scan_gpu(lengths, repeats):
         flat = [x[0] for x in (q, k, v, beta)]
         cu = torch.tensor([0, seq_len], dtype=torch.int32, device="cuda")
         with torch.inference_mode():
-            seq = median_seconds(lambda: delta_rule_sequential_triton(*flat, cu, h0), repeats, "cuda")
-            pt = median_seconds(lambda: delta_rule_chunked(q, k, v, beta, h0), repeats, "cuda")
-            ours = median_seconds(lambda: delta_rule_triton(*flat, cu, h0), repeats, "cuda")
+            seq = median_seconds(partial(delta_rule_sequential_triton, *flat, cu, h0), repeats, "cuda")
+            pt = median_seconds(partial(delta_rule_chunked, q, k, v, beta, h0), repeats, "cuda")
+            ours = median_seconds(partial(delta_rule_triton, *flat, cu, h0), repeats, "cuda")
         print(
             f"{seq_len:>8} {seq * 1e3:>14.3f}ms {pt * 1e3:>8.3f}ms {ours * 1e3:>8.3f}ms {seq / ours:>13.2f}x "
             f"{pt / ours:>10.2f}x"
@@ -128,7 +129,8 @@ def bench_model(device: str, repeats: int, context: int = 256, write_tokens: int
             lambda: model(long_ids, model.empty_state(1, device), logits_to_keep=1), repeats, device
         )
         print(
-            f"write of {write_tokens} tokens: frozen forward {frozen_w * 1e3:.1f} ms; with δ-mem {memory_w * 1e3:.1f} ms; "
+            f"write of {write_tokens} tokens: frozen forward {frozen_w * 1e3:.1f} ms; "
+            f"with δ-mem {memory_w * 1e3:.1f} ms; "
             f"memory share of the write {100 * (memory_w - frozen_w) / memory_w:.1f}% (target <= 10% on CPU)"
         )
 

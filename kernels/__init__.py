@@ -1,9 +1,10 @@
 """δ-mem compute kernels, each with its plain PyTorch reference beside it.
 
-Public: `delta_rule` (padded batches), `delta_rule_varlen` (packed ragged batches), `delta_rule_step` (the
-decode step on a state pool), `delta_rule_decode` (the same step, functional) and `memory_projection` (q, k, v, gate with activations) dispatch to Triton on
-CUDA and to PyTorch elsewhere (backend.py); `low_rank_correction` is one addmm everywhere. The `*_naive`
-functions are the oracles; `delta_rule_chunked` is the CPU fast path.
+Public functions check their inputs, then dispatch to Triton on CUDA and to PyTorch elsewhere (backend.py):
+`delta_rule` (padded batches), `delta_rule_varlen` (packed ragged batches), `delta_rule_step` (the decode step
+on a state pool), `delta_rule_decode` (the same step, functional) and `memory_projection` (q, k, v and gate with
+their activations); `low_rank_correction` is one addmm everywhere. The `*_naive` functions are the oracles;
+`delta_rule_chunked` is the CPU fast path.
 """
 
 from deltamem.kernels.decode_step import delta_rule_step_naive, delta_rule_token_naive

@@ -76,7 +76,7 @@ def test_token_by_token_loop_matches_one_vectorised_pass(make_tiny_model, monkey
             state = out.state
             step_logits.append(out.logits)
     torch.testing.assert_close(torch.cat(step_logits, dim=1), full.logits, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(state, full.state, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, full.state, rtol=1e-4, atol=5e-5)
 
 
 def test_vectorised_scan_matches_per_token_scan_inside_the_model(make_tiny_model, monkeypatch):
