@@ -42,6 +42,11 @@ def tiny_backbone(model_type: str, seed: int = 0, vocab_size: int = 97):
         num_key_value_heads=2,
         head_dim=12,
         max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        # SmolLM3 skips RoPE in some layers: make one of the two a NoPE layer
+        **({"no_rope_layers": [1, 0]} if model_type == "smollm3" else {}),
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config).float().eval()

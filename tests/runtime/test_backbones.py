@@ -1,4 +1,4 @@
-"""Any local HF Llama / Qwen3 checkpoint directory loads with an adapter and generates; others are refused."""
+"""Any local HF Llama / Qwen3 / SmolLM3 checkpoint directory loads with an adapter and generates; others are refused."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
 from deltamem.runtime.memory_model import UnsupportedBackbone
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "smollm3"])
 def test_local_checkpoint_directory_serves(tmp_path, default_engine, make_tiny_backbone, arch):
     make_tiny_backbone(arch, vocab_size=default_engine.vocab_size).save_pretrained(tmp_path)
     default_engine.tokenizer.save_pretrained(tmp_path)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from deltamem.kernels import delta_rule_naive
 from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES
 
-ARCHS = ["llama", "qwen3"]
+ARCHS = ["llama", "qwen3", "smollm3"]
 
 
 def tokens(n: int, seed: int = 0, batch: int = 1) -> torch.Tensor:
