@@ -27,8 +27,10 @@ _REQUIRED_VALUES = {
     "latent_memory_layers": [],
     "delta_o_rmsnorm": False,
     "trainable_delta_scale": False,
+    "slot_read_top_k": 0,
+    "target_modules": ["self_attn"],
 }
-SUPPORTED_GRANULARITIES = ("token",)
+SUPPORTED_GRANULARITIES = ("token", "message_mean")
 SUPPORTED_DELTA_HEADS = ("o", "q")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from deltamem.runtime.backbone import LoadedModel
+from deltamem.runtime.chat_spans import chat_tokens_with_message_ids
 from deltamem.runtime.detokenizer import IncrementalDetokenizer
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams, make_generator, sample_next
@@ -20,6 +21,18 @@ from transformers import DynamicCache
 
 DEFAULT_PREFILL_CHUNK = 512
 MAX_NEW_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class EncodedInput:
+    """Token ids, and for message_mean adapters the message each token belongs to (-1: never written)."""
+
+    ids: tuple[int, ...]
+    message_ids: tuple[int, ...]
+
+    @property
+    def num_written(self) -> int:
+        return sum(1 for m in self.message_ids if m >= 0)
 
 
 @dataclass(frozen=True)
@@ -31,8 +44,11 @@ class GenerationRequest:
     write_input: bool = True
     write_output: bool = True
     ignore_end_of_turn: bool = False
+    prompt_message_ids: tuple[int, ...] | None = None  # message_mean adapters: None = one message
 
     def __post_init__(self) -> None:
+        if self.prompt_message_ids is not None and len(self.prompt_message_ids) != len(self.prompt_ids):
+            raise InvalidRequest("prompt_message_ids must give one message id per prompt token")
         if not self.prompt_ids:
             raise InvalidRequest("the input is empty: give at least one token")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
@@ -74,60 +90,93 @@ class Engine:
         self.end_of_turn_ids = frozenset(eos_ids)
 
     # ---- tokenisation -------------------------------------------------------------------------------------
-    def encode_text(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> EncodedInput:
+        """Raw text, tokenised as is; for message_mean adapters it is one message."""
         if not text:
             raise InvalidRequest("the input text is empty")
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return EncodedInput(tuple(ids), (0,) * len(ids))
 
-    def encode_messages(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> list[int]:
+    def encode_messages(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> EncodedInput:
         if not messages:
             raise InvalidRequest("the input has no chat messages")
         for index, (role, _content) in enumerate(messages):
             if role not in ("system", "user", "assistant"):
                 raise InvalidRequest(f"messages[{index}].role must be system, user or assistant, got {role!r}")
         chat = [{"role": role, "content": content} for role, content in messages]
-        ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        ids, owners = chat_tokens_with_message_ids(self.tokenizer, chat, add_generation_prompt)
+        return EncodedInput(tuple(ids), tuple(owners))
 
-    def check_token_ids(self, ids: Sequence[int]) -> list[int]:
+    def check_token_ids(self, ids: Sequence[int]) -> EncodedInput:
+        """Pre-tokenised input; for message_mean adapters it is one message."""
         if not ids:
             raise InvalidRequest("token_ids is empty")
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
-        return list(ids)
+        return EncodedInput(tuple(ids), (0,) * len(ids))
 
     # ---- computation --------------------------------------------------------------------------------------
     def empty_state(self) -> torch.Tensor:
         return self.model.empty_state(1, self.device)[0]
 
-    def _forward(self, ids: Sequence[int], state: torch.Tensor, write: bool, cache: DynamicCache):
+    def _forward(
+        self,
+        ids: Sequence[int],
+        state: torch.Tensor,
+        write: bool,
+        cache: DynamicCache,
+        message_ids: Sequence[int] | None = None,
+    ):
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        messages = None
+        if self.model.writes_messages and write:
+            messages = torch.tensor([list(message_ids)], dtype=torch.long, device=self.device)
         with self._lock, torch.inference_mode():
             out = self.model(
-                input_ids, state[None], write=write, past_key_values=cache, use_cache=True, logits_to_keep=1
+                input_ids,
+                state[None],
+                write=write,
+                message_ids=messages,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
         return out.logits[0, -1], out.state[0]
 
-    def _prefill(self, ids: Sequence[int], state: torch.Tensor, write: bool, cache: DynamicCache):
-        """Feed `ids` in chunks sharing one KV cache; the result does not depend on the chunk size."""
+    def _prefill(
+        self,
+        ids: Sequence[int],
+        state: torch.Tensor,
+        write: bool,
+        cache: DynamicCache,
+        message_ids: Sequence[int] | None = None,
+    ):
+        """Feed `ids` in chunks sharing one KV cache; for token-state writes the result does not depend on the
+        chunk size. Message-mean writes need the whole call in one forward (all tokens read its start state)."""
+        if self.model.writes_messages:
+            return self._forward(ids, state, write, cache, message_ids or (0,) * len(ids))
         logits = None
         for start in range(0, len(ids), self.prefill_chunk):
             logits, state = self._forward(ids[start : start + self.prefill_chunk], state, write, cache)
         return logits, state
 
-    def write(self, state: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
-        """Write `ids` into a copy of `state` ([L, N, r, r]); return the new state."""
-        if not ids:
+    def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
+        """Write the input into a copy of `state` ([L, N, r, r]); return the new state and tokens written."""
+        if not encoded.ids:
             raise InvalidRequest("nothing to write: the input is empty")
-        _, new_state = self._prefill(ids, state, True, DynamicCache())
-        return new_state
+        _, new_state = self._prefill(encoded.ids, state, True, DynamicCache(), encoded.message_ids)
+        written = encoded.num_written if self.model.writes_messages else len(encoded.ids)
+        return new_state, written
 
     def generate(self, state: torch.Tensor, request: GenerationRequest) -> Iterator[TokenEvent | GenerationOutcome]:
         """Yield a TokenEvent per generated token, then one GenerationOutcome. Closing the iterator early
         abandons the call; `state` itself is never modified."""
         cache = DynamicCache()
-        logits, state = self._prefill(request.prompt_ids, state, request.write_input, cache)
+        logits, state = self._prefill(request.prompt_ids, state, request.write_input, cache, request.prompt_message_ids)
+        # token-state adapters write each generated token as it is fed back; message-mean ones write the whole
+        # output as one message at the end
+        write_each_token = request.write_output and not self.model.writes_messages
         generator = make_generator(request.sampling)
         detok = IncrementalDetokenizer(self.tokenizer, request.stop)
         generated: list[int] = []
@@ -143,7 +192,7 @@ class Engine:
             else:
                 yield TokenEvent((token,), text)
                 if len(generated) < request.max_new_tokens:
-                    logits, state = self._forward([token], state, request.write_output, cache)
+                    logits, state = self._forward([token], state, write_each_token, cache)
                 continue
             yield TokenEvent((token,), text + detok.flush())
             break
@@ -151,12 +200,21 @@ class Engine:
             tail = detok.flush()
             if tail:
                 yield TokenEvent((), tail)
-        if request.write_output:
+        if write_each_token:
             # the last sampled token was never fed back; write it so every generated token is in memory
             _, state = self._forward([generated[-1]], state, True, cache)
-        written = (len(request.prompt_ids) if request.write_input else 0) + (
-            len(generated) if request.write_output else 0
-        )
+        elif request.write_output:
+            # re-run the output over the prompt's KV: its attention inputs are those seen while decoding (the
+            # state read is the same, nothing having been written since the prompt), written as one message
+            extra = cache.get_seq_length() - len(request.prompt_ids)
+            if extra:
+                cache.crop(-extra)  # this transformers version only crops by a count from the end
+            next_message = max(request.prompt_message_ids or (0,), default=0) + 1
+            _, state = self._forward(generated, state, True, cache, (next_message,) * len(generated))
+        prompt_written = len(request.prompt_ids)
+        if self.model.writes_messages and request.prompt_message_ids is not None:
+            prompt_written = sum(1 for m in request.prompt_message_ids if m >= 0)
+        written = (prompt_written if request.write_input else 0) + (len(generated) if request.write_output else 0)
         yield GenerationOutcome(
             state=state,
             finish_reason=finish,

@@ -30,6 +30,7 @@ class _Pass:
     state: torch.Tensor  # [B, L, N, r, r] fp32
     write: bool
     write_mask: torch.Tensor | None  # [B, T] bool
+    message_ids: torch.Tensor | None  # [B, T] long, -1 = not written (message_mean adapters only)
     reads: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, N*r]
     final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, N, r, r]
 
@@ -72,6 +73,11 @@ class MemoryModel(nn.Module):
             attn.o_proj.register_forward_hook(self._make_correction_hook(index, "correct_output"))
 
     @property
+    def writes_messages(self) -> bool:
+        """True for sequence-state (message_mean) adapters, False for token-state ones."""
+        return self.config.memory_write_granularity == "message_mean"
+
+    @property
     def num_layers(self) -> int:
         return len(self.adapters)
 
@@ -96,15 +102,25 @@ class MemoryModel(nn.Module):
         *,
         write: bool = True,
         write_mask: torch.Tensor | None = None,
+        message_ids: torch.Tensor | None = None,
         past_key_values: object | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
     ) -> MemoryOutput:
-        """input_ids: [B, T]; state: [B, L, N, r, r]. Every token reads the state as it was before its own
-        write; with `write` off every token reads `state` and the returned state is `state` itself."""
+        """input_ids: [B, T]; state: [B, L, N, r, r]. With `write` off every token reads `state` and the returned
+        state is `state` itself. Token-state adapters: every token reads the state as it was before its own
+        write (`write_mask` False: read but do not write). Message-mean adapters: every token reads the state
+        at the start of the call, and each message (`message_ids` >= 0, in id order) is written once, from
+        the mean of its tokens' attention inputs."""
         if state.shape[1:] != self.state_shape or state.shape[0] != input_ids.shape[0]:
             raise ValueError(f"state has shape {list(state.shape)}, expected {[input_ids.shape[0], *self.state_shape]}")
-        run = _Pass(state=state.float(), write=write, write_mask=write_mask)
+        if self.writes_messages and write and message_ids is None:
+            raise ValueError("this adapter writes per message (message_mean): message_ids are required to write")
+        if not self.writes_messages and message_ids is not None:
+            raise ValueError("message_ids are only for message_mean adapters; this one writes every token")
+        if message_ids is not None and message_ids.shape != input_ids.shape:
+            raise ValueError(f"message_ids has shape {list(message_ids.shape)}, expected {list(input_ids.shape)}")
+        run = _Pass(state=state.float(), write=write, write_mask=write_mask, message_ids=message_ids)
         self._pass = run
         try:
             out = self.backbone(
@@ -128,7 +144,10 @@ class MemoryModel(nn.Module):
             x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             q, k, v, beta = self.adapters[index].project(x)
             layer_state = run.state[:, index]
-            if run.write and x.shape[1] == 1 and run.write_mask is None and not torch.is_grad_enabled():
+            if run.write and run.message_ids is not None:
+                run.final[index] = self._write_message_means(index, x, run.message_ids, layer_state)
+                reads = torch.einsum("bnij,btnj->btni", layer_state, q)
+            elif run.write and x.shape[1] == 1 and run.write_mask is None and not torch.is_grad_enabled():
                 # decode: the fused single-token step
                 reads, run.final[index] = delta_rule_decode(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], layer_state)
                 reads = reads[:, None]
@@ -142,6 +161,25 @@ class MemoryModel(nn.Module):
             return None
 
         return hook
+
+    def _write_message_means(
+        self, index: int, x: torch.Tensor, message_ids: torch.Tensor, layer_state: torch.Tensor
+    ) -> torch.Tensor:
+        """Average x over each message's tokens and write the means in message order; returns the new state."""
+        active = message_ids >= 0
+        count = int(message_ids.max()) + 1 if bool(active.any()) else 0
+        if count == 0:
+            return layer_state
+        slots = message_ids.clamp_min(0)
+        weights = active.to(x.dtype)
+        sums = x.new_zeros(x.shape[0], count, x.shape[-1]).scatter_add(
+            1, slots[..., None].expand(-1, -1, x.shape[-1]), x * weights[..., None]
+        )
+        tokens = weights.new_zeros(x.shape[0], count).scatter_add(1, slots, weights)
+        means = sums / tokens.clamp_min(1.0)[..., None]
+        q, k, v, beta = self.adapters[index].project(means)
+        _, final = delta_rule(q, k, v, beta, layer_state, tokens > 0)
+        return final
 
     def _make_correction_hook(self, index: int, correction: str):
         def hook(module, args, output):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from deltamem.runtime.engine import Engine
+from deltamem.runtime.engine import EncodedInput, Engine
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams
 from deltamem.runtime.sessions import SessionInfo
@@ -41,8 +41,9 @@ def write_mode(value: int) -> tuple[bool, bool]:
     return WRITE_MODES[value]
 
 
-def input_ids(engine: Engine, message: pb.Input, add_generation_prompt: bool) -> list[int]:
-    """The token ids an Input stands for: raw text, chat messages (chat template) or ids."""
+def encoded_input(engine: Engine, message: pb.Input, add_generation_prompt: bool) -> EncodedInput:
+    """The tokens an Input stands for (raw text, chat messages through the chat template, or ids), with the
+    message each token belongs to."""
     kind = message.WhichOneof("kind")
     if kind == "text":
         return engine.encode_text(message.text)

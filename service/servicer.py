@@ -45,9 +45,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         if any(not s or len(s.encode()) > MAX_STOP_BYTES for s in stop):
             raise InvalidRequest(f"each stop sequence must be 1 to {MAX_STOP_BYTES} bytes")
         sampling = convert.sampling(request.sampling)
-        prompt = convert.input_ids(self.engine, request.input, add_generation_prompt=True)
+        prompt = convert.encoded_input(self.engine, request.input, add_generation_prompt=True)
         generation = GenerationRequest(
-            prompt_ids=tuple(prompt),
+            prompt_ids=prompt.ids,
+            prompt_message_ids=prompt.message_ids,
             sampling=sampling,
             max_new_tokens=request.max_new_tokens or convert.DEFAULT_MAX_NEW_TOKENS,
             stop=stop,
@@ -91,13 +92,13 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     @map_errors
     def UpdateMemory(self, request, context):
         check_session_id(request.session_id)
-        ids = convert.input_ids(self.engine, request.input, add_generation_prompt=False)
+        encoded = convert.encoded_input(self.engine, request.input, add_generation_prompt=False)
         with self.sessions.mutation(request.session_id) as mutation:
-            new_state = self.engine.write(mutation.state, ids)
+            new_state, written = self.engine.write(mutation.state, encoded)
             if not context.is_active():
                 context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled; nothing was written")
-            info = mutation.commit(new_state, len(ids))
-        return pb.UpdateMemoryResponse(tokens_written=len(ids), memory_version=info.memory_version)
+            info = mutation.commit(new_state, written)
+        return pb.UpdateMemoryResponse(tokens_written=written, memory_version=info.memory_version)
 
     @map_errors
     def ReadState(self, request, context):

@@ -52,9 +52,12 @@ def tiny_backbone(model_type: str, seed: int = 0, vocab_size: int = 97):
     return AutoModelForCausalLM.from_config(config).float().eval()
 
 
-def tiny_memory_model(model_type: str = "llama", seed: int = 0, num_state_heads: int = 1) -> MemoryModel:
+def tiny_memory_model(
+    model_type: str = "llama", seed: int = 0, num_state_heads: int = 1, granularity: str = "token"
+) -> MemoryModel:
     """A tiny backbone with an adapter whose gates and heads are random and large enough to matter."""
-    model = MemoryModel(tiny_backbone(model_type, seed), DeltaMemConfig(num_state_heads=num_state_heads))
+    config = DeltaMemConfig(num_state_heads=num_state_heads, memory_write_granularity=granularity)
+    model = MemoryModel(tiny_backbone(model_type, seed), config)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for adapter in model.adapters:
@@ -90,7 +93,7 @@ def make_tiny_backbone():
 
 @pytest.fixture(scope="session")
 def make_tiny_model():
-    """Factory fixture: make_tiny_model(arch="llama", seed=0, num_state_heads=1) -> MemoryModel."""
+    """Factory fixture: make_tiny_model(arch="llama", seed=0, num_state_heads=1, granularity="token")."""
     return tiny_memory_model
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from deltamem.runtime.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine import GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.engine import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams
 
@@ -13,6 +13,11 @@ TEXT = (
     "Maria moved to Lisbon in March. She adopted a grey cat called Pixel, and she works as a marine biologist "
     "at the aquarium. Her brother Tomas visits every second weekend."
 )
+
+
+def write_ids(engine, state, ids):
+    """Write token ids (one message for message_mean adapters); return the new state."""
+    return engine.write(state, EncodedInput(tuple(ids), (0,) * len(ids)))[0]
 
 
 def run(engine, state, request):
@@ -24,11 +29,11 @@ def run(engine, state, request):
 
 @pytest.mark.parametrize("chunk", [1, 7, 16])
 def test_writing_in_chunks_yields_the_same_state_as_one_call(default_engine, chunk):
-    ids = default_engine.encode_text(TEXT)
-    whole = default_engine.write(default_engine.empty_state(), ids)
+    ids = default_engine.encode_text(TEXT).ids
+    whole = write_ids(default_engine, default_engine.empty_state(), ids)
     default_engine.prefill_chunk, saved = chunk, default_engine.prefill_chunk
     try:
-        chunked = default_engine.write(default_engine.empty_state(), ids)
+        chunked = write_ids(default_engine, default_engine.empty_state(), ids)
     finally:
         default_engine.prefill_chunk = saved
     assert whole.abs().max() > 0
@@ -37,31 +42,31 @@ def test_writing_in_chunks_yields_the_same_state_as_one_call(default_engine, chu
 
 def test_generation_writes_exactly_the_prompt_and_the_generated_tokens(default_engine):
     engine = default_engine
-    prompt = engine.encode_messages([("user", "Name three colours.")], add_generation_prompt=True)
+    prompt = list(engine.encode_messages([("user", "Name three colours.")], add_generation_prompt=True).ids)
     events, outcome = run(engine, engine.empty_state(), GenerationRequest(tuple(prompt), max_new_tokens=12))
     generated = [t for e in events for t in e.token_ids]
     assert len(generated) == outcome.generated_tokens and 0 < outcome.generated_tokens <= 12
     assert outcome.written_tokens == len(prompt) + len(generated)
     assert "".join(e.text for e in events) == outcome.text
     # the memory after generating equals writing prompt + output in one pass
-    expected = engine.write(engine.empty_state(), prompt + generated)
+    expected = write_ids(engine, engine.empty_state(), prompt + generated)
     torch.testing.assert_close(outcome.state, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_write_modes(default_engine):
     engine = default_engine
-    prompt = tuple(engine.encode_text(TEXT))
-    start = engine.write(engine.empty_state(), engine.encode_text("Earlier notes."))
+    prompt = engine.encode_text(TEXT).ids
+    start = engine.write(engine.empty_state(), engine.encode_text("Earlier notes."))[0]
     _, none = run(engine, start, GenerationRequest(prompt, max_new_tokens=3, write_input=False, write_output=False))
     assert none.written_tokens == 0 and torch.equal(none.state, start)
     _, input_only = run(engine, start, GenerationRequest(prompt, max_new_tokens=3, write_output=False))
     assert input_only.written_tokens == len(prompt)
-    torch.testing.assert_close(input_only.state, engine.write(start, list(prompt)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(input_only.state, write_ids(engine, start, prompt), rtol=1e-5, atol=1e-5)
 
 
 def test_greedy_generation_is_deterministic_and_seeded_sampling_reproducible(default_engine):
     engine = default_engine
-    prompt = tuple(engine.encode_messages([("user", "Tell me a fact about the sea.")], add_generation_prompt=True))
+    prompt = engine.encode_messages([("user", "Tell me a fact about the sea.")], add_generation_prompt=True).ids
     first = run(engine, engine.empty_state(), GenerationRequest(prompt, max_new_tokens=8))[1]
     second = run(engine, engine.empty_state(), GenerationRequest(prompt, max_new_tokens=8))[1]
     assert first.text == second.text and torch.equal(first.state, second.state)
@@ -73,9 +78,9 @@ def test_greedy_generation_is_deterministic_and_seeded_sampling_reproducible(def
 
 def test_stop_sequence_and_length_finish(default_engine):
     engine = default_engine
-    prompt = tuple(
-        engine.encode_messages([("user", "Count from 1 to 20 separated by commas.")], add_generation_prompt=True)
-    )
+    prompt = engine.encode_messages(
+        [("user", "Count from 1 to 20 separated by commas.")], add_generation_prompt=True
+    ).ids
     _, free = run(engine, engine.empty_state(), GenerationRequest(prompt, max_new_tokens=30))
     assert "5" in free.text, free.text
     stop = free.text[free.text.index("5") :][:2]

@@ -43,14 +43,15 @@ def test_read_state_is_exactly_what_the_engine_computes(client, default_engine):
     assert state_tensor(empty).abs().sum() == 0 and empty.session.memory_version == 0
 
     update = client.update_memory(session.session_id, FACT)
-    ids = default_engine.encode_text(FACT)
+    encoded = default_engine.encode_text(FACT)
+    ids = encoded.ids
     assert (update.tokens_written, update.memory_version) == (len(ids), 1)
     read = client.read_state(session.session_id)
     assert verify_checksum(read.state)
     assert read.state.backbone_fingerprint == default_engine.backbone_fingerprint
     assert read.state.adapter_fingerprint == default_engine.adapter_fingerprint
     assert (read.session.memory_version, read.session.tokens_written) == (1, len(ids))
-    expected = default_engine.write(default_engine.empty_state(), ids)
+    expected = default_engine.write(default_engine.empty_state(), encoded)[0]
     torch.testing.assert_close(state_tensor(read), expected, rtol=1e-5, atol=1e-6)
     # the checksum is over the float32 bytes, independently recomputed here from the engine's own state
     assert hashlib.sha256(expected.contiguous().numpy().astype("<f4").tobytes()).hexdigest() == read.state.checksum
