@@ -46,6 +46,13 @@ class GenerationRequest:
     ignore_end_of_turn: bool = False
     prompt_message_ids: tuple[int, ...] | None = None  # message_mean adapters: None = one message
 
+    def tokens_written(self, num_generated: int, writes_messages: bool) -> int:
+        """Tokens this generation writes: the prompt's (only its messages' under message_mean) and the output."""
+        prompt = len(self.prompt_ids)
+        if writes_messages and self.prompt_message_ids is not None:
+            prompt = sum(1 for m in self.prompt_message_ids if m >= 0)
+        return (prompt if self.write_input else 0) + (num_generated if self.write_output else 0)
+
     def __post_init__(self) -> None:
         if self.prompt_message_ids is not None and len(self.prompt_message_ids) != len(self.prompt_ids):
             raise InvalidRequest("prompt_message_ids must give one message id per prompt token")
@@ -211,10 +218,7 @@ class Engine:
                 cache.crop(-extra)  # this transformers version only crops by a count from the end
             next_message = max(request.prompt_message_ids or (0,), default=0) + 1
             _, state = self._forward(generated, state, True, cache, (next_message,) * len(generated))
-        prompt_written = len(request.prompt_ids)
-        if self.model.writes_messages and request.prompt_message_ids is not None:
-            prompt_written = sum(1 for m in request.prompt_message_ids if m >= 0)
-        written = (prompt_written if request.write_input else 0) + (len(generated) if request.write_output else 0)
+        written = request.tokens_written(len(generated), self.model.writes_messages)
         yield GenerationOutcome(
             state=state,
             finish_reason=finish,

@@ -106,12 +106,17 @@ class MemoryModel(nn.Module):
         past_key_values: object | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> MemoryOutput:
         """input_ids: [B, T]; state: [B, L, N, r, r]. With `write` off every token reads `state` and the returned
         state is `state` itself. Token-state adapters: every token reads the state as it was before its own
         write (`write_mask` False: read but do not write). Message-mean adapters: every token reads the state
         at the start of the call, and each message (`message_ids` >= 0, in id order) is written once, from
-        the mean of its tokens' attention inputs."""
+        the mean of its tokens' attention inputs. `attention_mask` (4D) and `position_ids` pass through to the
+        backbone (batched engines give their own); `logits_at` ([B] positions) returns logits [B, V] for one
+        position per row instead of the `logits_to_keep` last ones."""
         if state.shape[1:] != self.state_shape or state.shape[0] != input_ids.shape[0]:
             raise ValueError(f"state has shape {list(state.shape)}, expected {[input_ids.shape[0], *self.state_shape]}")
         if self.writes_messages and write and message_ids is None:
@@ -122,19 +127,28 @@ class MemoryModel(nn.Module):
             raise ValueError(f"message_ids has shape {list(message_ids.shape)}, expected {list(input_ids.shape)}")
         run = _Pass(state=state.float(), write=write, write_mask=write_mask, message_ids=message_ids)
         self._pass = run
+        extra = {"attention_mask": attention_mask, "position_ids": position_ids}
         try:
-            out = self.backbone(
-                input_ids=input_ids,
-                past_key_values=past_key_values,
-                use_cache=use_cache,
-                logits_to_keep=logits_to_keep,
-            )
+            if logits_at is None:
+                out = self.backbone(
+                    input_ids=input_ids,
+                    past_key_values=past_key_values,
+                    use_cache=use_cache,
+                    logits_to_keep=logits_to_keep,
+                    **extra,
+                )
+                logits, cache = out.logits, out.past_key_values
+            else:
+                out = self.backbone.model(
+                    input_ids=input_ids, past_key_values=past_key_values, use_cache=use_cache, **extra
+                )
+                rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+                logits = self.backbone.lm_head(out.last_hidden_state[rows, logits_at])
+                cache = out.past_key_values
         finally:
             self._pass = None
         new_state = torch.stack([run.final[i] for i in range(self.num_layers)], dim=1) if write else run.state
-        return MemoryOutput(
-            logits=out.logits, state=new_state, past_key_values=out.past_key_values if use_cache else None
-        )
+        return MemoryOutput(logits=logits, state=new_state, past_key_values=cache if use_cache else None)
 
     def _make_scan_hook(self, index: int):
         def hook(module, args, kwargs):
@@ -147,9 +161,10 @@ class MemoryModel(nn.Module):
             if run.write and run.message_ids is not None:
                 run.final[index] = self._write_message_means(index, x, run.message_ids, layer_state)
                 reads = torch.einsum("bnij,btnj->btni", layer_state, q)
-            elif run.write and x.shape[1] == 1 and run.write_mask is None and not torch.is_grad_enabled():
-                # decode: the fused single-token step
-                reads, run.final[index] = delta_rule_decode(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], layer_state)
+            elif run.write and x.shape[1] == 1 and not torch.is_grad_enabled():
+                # decode: the fused single-token step (a masked-out row has beta = 0: it reads, writes nothing)
+                gate = beta[:, 0] if run.write_mask is None else beta[:, 0] * run.write_mask[:, 0, None, None]
+                reads, run.final[index] = delta_rule_decode(q[:, 0], k[:, 0], v[:, 0], gate, layer_state)
                 reads = reads[:, None]
             elif run.write:
                 reads, final = delta_rule(q, k, v, beta, layer_state, run.write_mask)

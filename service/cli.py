@@ -31,7 +31,13 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         help="δ-mem adapter in the reference format (default: untrained reference init)",
     )
     parser.add_argument("--cache-dir", type=Path, default=base.cache_dir, help="model cache (default %(default)s)")
-    parser.add_argument("--max-workers", type=int, default=base.max_workers)
+    parser.add_argument("--max-workers", type=int, default=base.max_workers, help="gRPC worker threads")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=base.max_batch,
+        help="requests batched together by the engine (default %(default)s)",
+    )
     parser.add_argument("--log-level", default=base.log_level)
     parser.add_argument(
         "--prepare-only", action="store_true", help="convert the default model into the cache if needed, then exit"
@@ -44,6 +50,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         adapter_dir=args.adapter,
         cache_dir=args.cache_dir,
         max_workers=args.max_workers,
+        max_batch=args.max_batch,
         log_level=args.log_level,
         prepare_only=args.prepare_only,
     )
@@ -53,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from deltamem.runtime.backbone import load_model
+    from deltamem.runtime.batch_engine import BatchEngine
     from deltamem.runtime.default_model import DefaultModelUnavailable, prepare_default_model
-    from deltamem.runtime.engine import Engine
     from deltamem.service.server import serve_until_signalled, start_server
 
     started = time.monotonic()
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DefaultModelUnavailable, FileNotFoundError, ValueError) as exc:
         log.error("cannot load the model: %s", exc)
         return 2
-    engine = Engine(loaded)
+    engine = BatchEngine(loaded, max_batch=config.max_batch)
     running = start_server(engine, config)
     # the line tests and operators wait for; it names the port actually bound
     log.info(
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         time.monotonic() - started,
     )
     serve_until_signalled(running, config.grace_seconds)
+    engine.close()
     return 0
 
 

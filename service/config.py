@@ -20,6 +20,7 @@ class ServerConfig:
     adapter_dir: Path | None = None  # None = the untrained reference-init adapter
     cache_dir: Path = Path(".cache")
     max_workers: int = 16
+    max_batch: int = 8  # requests the engine runs together; more wait for a free slot
     grace_seconds: float = 10.0
     log_level: str = "INFO"
     prepare_only: bool = False
@@ -29,6 +30,8 @@ class ServerConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
     @property
     def address(self) -> str:
@@ -36,7 +39,8 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls) -> ServerConfig:
-        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _MAX_WORKERS, _LOG_LEVEL."""
+        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _MAX_WORKERS, _MAX_BATCH,
+        _LOG_LEVEL."""
         env = os.environ
         return cls(
             host=env.get("DELTAMEM_HOST", cls.host),
@@ -45,5 +49,6 @@ class ServerConfig:
             adapter_dir=Path(env["DELTAMEM_ADAPTER"]) if env.get("DELTAMEM_ADAPTER") else None,
             cache_dir=default_cache_dir(),
             max_workers=int(env.get("DELTAMEM_MAX_WORKERS", cls.max_workers)),
+            max_batch=int(env.get("DELTAMEM_MAX_BATCH", cls.max_batch)),
             log_level=env.get("DELTAMEM_LOG_LEVEL", cls.log_level),
         )

@@ -84,3 +84,29 @@ def test_generation_writes_the_prompt_messages_then_the_output_as_one_message(me
             use_cache=True,
         ).state[0]
     torch.testing.assert_close(outcome.state, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_engine_matches_for_message_mean_adapters(message_engine):
+    from deltamem.runtime.backbone import LoadedModel
+    from deltamem.runtime.batch_engine import BatchEngine
+
+    engine = message_engine
+    batched = BatchEngine(
+        LoadedModel(engine.model, engine.tokenizer, engine.backbone_fingerprint, engine.adapter_fingerprint)
+    )
+    try:
+        chat = engine.encode_messages([(m["role"], m["content"]) for m in CHAT], add_generation_prompt=False)
+        want_state, want_written = engine.write(engine.empty_state(), chat)
+        have_state, have_written = batched.write(engine.empty_state(), chat)
+        assert want_written == have_written
+        torch.testing.assert_close(have_state, want_state, rtol=1e-5, atol=1e-6)
+        prompt = engine.encode_messages([("user", "Where does my sister live?")], add_generation_prompt=True)
+        request = GenerationRequest(
+            prompt.ids, max_new_tokens=4, ignore_end_of_turn=True, prompt_message_ids=prompt.message_ids
+        )
+        want = list(engine.generate(want_state, request))[-1]
+        have = list(batched.generate(want_state, request))[-1]
+        assert have.text == want.text and have.written_tokens == want.written_tokens
+        torch.testing.assert_close(have.state, want.state, rtol=1e-5, atol=1e-6)
+    finally:
+        batched.close()

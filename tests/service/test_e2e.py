@@ -247,8 +247,11 @@ def test_concurrent_sessions_are_served_side_by_side(client):
     for t in threads:
         t.join()
     assert not errors and all(results[s].memory_version == 2 for s in sessions)
-    # identical histories give identical memories whatever the interleaving
-    assert len({client.read_state(s).state.checksum for s in sessions}) == 1
+    # identical histories give the same memories whatever the batching (to float rounding: a batch's
+    # composition changes the summation order of its matmuls)
+    states = [state_tensor(client.read_state(s)) for s in sessions]
+    for other in states[1:]:
+        torch.testing.assert_close(other, states[0], rtol=1e-5, atol=1e-6)
 
 
 def test_deadline_stops_generation_and_changes_nothing(client, eventually):

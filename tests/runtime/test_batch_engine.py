@@ -1,0 +1,101 @@
+"""The continuous-batching engine against its sequential twin, on the real default model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from deltamem.runtime.batch_engine import BatchEngine
+from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
+from deltamem.runtime.sampling import SamplingParams
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name a colour.",
+    "Write a haiku about the sea, please, in English.",
+    "2+2=?",
+    "Who wrote Hamlet?",
+]
+
+
+@pytest.fixture(scope="module")
+def engines(default_model_dir):
+    from deltamem.runtime.backbone import load_model
+
+    loaded = load_model(default_model_dir)
+    batched = BatchEngine(loaded, prefill_chunk=16, max_batch=3)
+    yield Engine(loaded), batched
+    batched.close()
+
+
+def requests_for(engine: Engine) -> list[GenerationRequest]:
+    modes = [(True, True), (True, False), (False, False), (True, True), (True, True)]
+    return [
+        GenerationRequest(
+            engine.encode_messages([("user", q)], add_generation_prompt=True).ids,
+            SamplingParams(temperature=0.8, seed=i) if i == 3 else SamplingParams(),
+            max_new_tokens=6 + 2 * i,
+            write_input=modes[i][0],
+            write_output=modes[i][1],
+            stop=("Paris",) if i == 0 else (),
+        )
+        for i, q in enumerate(QUESTIONS)
+    ]
+
+
+def run_concurrently(engine, state, requests):
+    results = [None] * len(requests)
+
+    def run(index):
+        results[index] = list(engine.generate(state, requests[index]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_concurrent_generations_match_the_sequential_engine(engines):
+    sequential, batched = engines
+    start, _ = sequential.write(sequential.empty_state(), sequential.encode_text("Earlier, we talked about maps."))
+    requests = requests_for(sequential)
+    expected = [list(sequential.generate(start, r)) for r in requests]
+    steps_before = batched.steps
+    got = run_concurrently(batched, start, requests)  # 5 requests, 3 slots: two wait their turn
+    assert batched.max_batch_seen >= 2, "requests were never batched together"
+    for want, have in zip(expected, got, strict=True):
+        assert isinstance(have[-1], GenerationOutcome)
+        assert [e.text for e in have[:-1]] == [e.text for e in want[:-1]]
+        assert [e.token_ids for e in have[:-1]] == [e.token_ids for e in want[:-1]]
+        for field in ("finish_reason", "prompt_tokens", "generated_tokens", "written_tokens", "text"):
+            assert getattr(have[-1], field) == getattr(want[-1], field), field
+        torch.testing.assert_close(have[-1].state, want[-1].state, rtol=1e-5, atol=1e-6)
+    assert batched.steps > steps_before
+
+
+def test_writes_are_chunked_across_steps_and_equal_one_pass(engines):
+    sequential, batched = engines
+    text = " ".join(f"Fact {i}: the key for door {i} is under stone {i}." for i in range(6))
+    encoded = sequential.encode_text(text)
+    assert len(encoded.ids) > 3 * batched.prefill_chunk
+    want, written = sequential.write(sequential.empty_state(), encoded)
+    have, have_written = batched.write(sequential.empty_state(), encoded)
+    assert written == have_written == len(encoded.ids)
+    torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-6)
+
+
+def test_abandoned_generation_frees_its_slot(engines):
+    sequential, batched = engines
+    request = GenerationRequest(
+        sequential.encode_text("Tell me a long story.").ids, max_new_tokens=200, ignore_end_of_turn=True
+    )
+    for _ in range(batched.max_batch + 2):  # more abandoned requests than slots: each must give its slot back
+        events = batched.generate(sequential.empty_state(), request)
+        next(events)
+        events.close()
+    short = GenerationRequest(request.prompt_ids, max_new_tokens=2, ignore_end_of_turn=True)
+    outcome = list(batched.generate(sequential.empty_state(), short))[-1]
+    assert isinstance(outcome, GenerationOutcome) and outcome.generated_tokens == 2
