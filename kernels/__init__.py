@@ -2,7 +2,8 @@
 
 Public functions check their inputs, then dispatch to Triton on CUDA and to PyTorch elsewhere (backend.py):
 `delta_rule` (padded batches), `delta_rule_varlen` (packed ragged batches), `delta_rule_step` (the decode step
-on a state pool), `delta_rule_decode` (the same step, functional) and `memory_projection` (q, k, v and gate with
+on a state pool), `delta_rule_decode` (the same step, functional), `memory_decode_step` (projection and step together)
+and `memory_projection` (q, k, v and gate with
 their activations); `low_rank_correction` is one addmm everywhere. The `*_naive` functions are the oracles;
 `delta_rule_chunked` is the CPU fast path.
 """
@@ -16,6 +17,7 @@ from deltamem.kernels.ops import (
     delta_rule_step,
     delta_rule_varlen,
     low_rank_correction,
+    memory_decode_step,
     memory_projection,
 )
 
@@ -30,6 +32,7 @@ __all__ = [
     "delta_rule_varlen",
     "low_rank_correction",
     "low_rank_correction_naive",
+    "memory_decode_step",
     "memory_projection",
     "memory_projection_naive",
 ]

@@ -139,6 +139,35 @@ def delta_rule_decode(
     return delta_rule_step_triton(q, k, v, beta, new_state, slots), new_state
 
 
+def memory_decode_step(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    beta_bias: torch.Tensor,
+    state: torch.Tensor,
+    heads: int,
+    rank: int,
+    write: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode token per sequence, projection included: x [B, d] → (reads [B, N, r], new state), with
+    state [B, N, r, r] fp32 untouched; `write` ([B] bool) False makes a row read without writing.
+    Equal to memory_projection followed by delta_rule_decode; on the CPU it is written with the fewest
+    operations, since at batch 1 a decode step's memory work is mostly per-operation overhead."""
+    if backend.choose(x.device) != "torch":
+        q, k, v, beta = memory_projection(x, weight, beta_bias, heads, rank)
+        if write is not None:
+            beta = beta * write[:, None, None].to(beta.dtype)
+        return delta_rule_decode(q, k, v, beta, state)
+    pre = torch.nn.functional.linear(x.float(), weight.float()).view(-1, 4, heads, rank)
+    qk = torch.nn.functional.normalize(torch.tanh(pre[:, :2]), dim=-1, eps=1e-6)  # [B, 2, N, r]
+    beta = torch.sigmoid(pre[:, 3] + beta_bias.float().view(heads, rank))
+    if write is not None:
+        beta = beta * write[:, None, None].to(beta.dtype)
+    both = state @ qk.permute(0, 2, 3, 1)  # [B, N, r, 2]: S q and S k in one matmul
+    reads, s_k = both[..., 0], both[..., 1]
+    new_state = torch.addcmul((1.0 - beta)[..., None] * state, (beta * (pre[:, 2] - s_k))[..., None], qk[:, 1, :, None])
+    return reads, new_state
+
+
 def memory_projection(
     x: torch.Tensor, weight: torch.Tensor, beta_bias: torch.Tensor, heads: int, rank: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

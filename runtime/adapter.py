@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from deltamem.kernels import low_rank_correction, memory_projection
+from deltamem.kernels import low_rank_correction, memory_decode_step, memory_projection
 from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
 from torch import nn
 
@@ -81,6 +81,15 @@ class DeltaMemLayer(nn.Module):
         weight = self.packed_projection_weight()
         return memory_projection(
             x.to(weight.dtype), weight, self.beta_bias, self.config.num_state_heads, self.config.rank
+        )
+
+    def decode_step(
+        self, x: torch.Tensor, state: torch.Tensor, write: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode token per row: x [B, d], state [B, N, r, r] → (reads [B, N, r], new state)."""
+        weight = self.packed_projection_weight()
+        return memory_decode_step(
+            x.to(weight.dtype), weight, self.beta_bias, state, self.config.num_state_heads, self.config.rank, write
         )
 
     def correct_query(self, q_out: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:

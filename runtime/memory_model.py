@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from deltamem.kernels import delta_rule, delta_rule_decode
+from deltamem.kernels import delta_rule
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from torch import nn
@@ -67,6 +67,9 @@ class MemoryModel(nn.Module):
             for attn in attentions
         )
         self._pass: _Pass | None = None
+        # off: the hooks stay inert and states pass through unchanged, i.e. the frozen backbone in the same
+        # engine (the baseline benchmarks compare against)
+        self.memory_enabled = True
         for index, attn in enumerate(attentions):
             attn.register_forward_pre_hook(self._make_scan_hook(index), with_kwargs=True)
             attn.q_proj.register_forward_hook(self._make_correction_hook(index, "correct_query"))
@@ -126,7 +129,8 @@ class MemoryModel(nn.Module):
         if message_ids is not None and message_ids.shape != input_ids.shape:
             raise ValueError(f"message_ids has shape {list(message_ids.shape)}, expected {list(input_ids.shape)}")
         run = _Pass(state=state.float(), write=write, write_mask=write_mask, message_ids=message_ids)
-        self._pass = run
+        self._pass = run if self.memory_enabled else None
+        write = write and self.memory_enabled
         extra = {"attention_mask": attention_mask, "position_ids": position_ids}
         try:
             if logits_at is None:
@@ -156,22 +160,23 @@ class MemoryModel(nn.Module):
             if run is None:
                 return None
             x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            q, k, v, beta = self.adapters[index].project(x)
+            adapter = self.adapters[index]
             layer_state = run.state[:, index]
-            if run.write and run.message_ids is not None:
-                run.final[index] = self._write_message_means(index, x, run.message_ids, layer_state)
-                reads = torch.einsum("bnij,btnj->btni", layer_state, q)
-            elif run.write and x.shape[1] == 1 and not torch.is_grad_enabled():
-                # decode: the fused single-token step (a masked-out row has beta = 0: it reads, writes nothing)
-                gate = beta[:, 0] if run.write_mask is None else beta[:, 0] * run.write_mask[:, 0, None, None]
-                reads, run.final[index] = delta_rule_decode(q[:, 0], k[:, 0], v[:, 0], gate, layer_state)
+            if run.write and run.message_ids is None and x.shape[1] == 1 and not torch.is_grad_enabled():
+                # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
+                mask = None if run.write_mask is None else run.write_mask[:, 0]
+                reads, run.final[index] = adapter.decode_step(x[:, 0], layer_state, mask)
                 reads = reads[:, None]
-            elif run.write:
-                reads, final = delta_rule(q, k, v, beta, layer_state, run.write_mask)
-                run.final[index] = final
             else:
-                # read-only: every token reads the same state, a plain batched matmul
-                reads = torch.einsum("bnij,btnj->btni", layer_state, q)
+                q, k, v, beta = adapter.project(x)
+                if run.write and run.message_ids is not None:
+                    run.final[index] = self._write_message_means(index, x, run.message_ids, layer_state)
+                    reads = torch.einsum("bnij,btnj->btni", layer_state, q)
+                elif run.write:
+                    reads, run.final[index] = delta_rule(q, k, v, beta, layer_state, run.write_mask)
+                else:
+                    # read-only: every token reads the same state, a plain batched matmul
+                    reads = torch.einsum("bnij,btnj->btni", layer_state, q)
             run.reads[index] = reads.flatten(-2)
             return None
 

@@ -255,3 +255,24 @@ def test_sequential_baseline_kernel_matches_reference():
         ref_reads, ref_final = delta_rule_naive(*(x[None, start:end] for x in (q, k, v, beta)), h0[index : index + 1])
         torch.testing.assert_close(reads[start:end], ref_reads[0], rtol=2e-5, atol=2e-5)
         torch.testing.assert_close(final[index], ref_final[0], rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+@pytest.mark.parametrize("heads", [1, 4])
+def test_memory_decode_step_equals_projection_then_step(monkeypatch, kernels, heads):
+    from deltamem.kernels import delta_rule_token_naive, memory_decode_step, memory_projection_naive
+
+    monkeypatch.setenv("DELTAMEM_KERNELS", kernels)
+    g = torch.Generator().manual_seed(41)
+    x = torch.randn(3, 40, generator=g).to(DEVICE)
+    weight = (torch.randn(4 * heads * 8, 40, generator=g) * 0.3).to(DEVICE)
+    bias = torch.randn(heads * 8, generator=g).to(DEVICE)
+    state = torch.randn(3, heads, 8, 8, generator=g).to(DEVICE)
+    write = torch.tensor([True, False, True], device=DEVICE)
+    q, k, v, beta = memory_projection_naive(x, weight, bias, heads, 8)
+    want_reads, want_state = delta_rule_token_naive(q, k, v, beta * write[:, None, None], state)
+    before = state.clone()
+    reads, new_state = memory_decode_step(x, weight, bias, state, heads, 8, write)
+    torch.testing.assert_close(reads, want_reads, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(new_state, want_state, rtol=1e-5, atol=1e-6)
+    assert torch.equal(new_state[1], before[1]) and torch.equal(state, before)

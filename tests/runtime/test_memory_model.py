@@ -111,3 +111,17 @@ def test_state_shape_is_checked(make_tiny_model):
     model = make_tiny_model("llama")
     with pytest.raises(ValueError, match="state has shape"):
         model(tokens(3), torch.zeros(1, 5, 1, 8, 8))
+
+
+def test_memory_can_be_switched_off_to_give_the_frozen_backbone(make_tiny_model):
+    model = make_tiny_model("llama")
+    ids = tokens(9)
+    state = torch.randn(1, *model.state_shape) * 0.3
+    with torch.no_grad():
+        frozen = model.backbone(input_ids=ids).logits
+        model.memory_enabled = False
+        off = model(ids, state, write=True)
+        model.memory_enabled = True
+        on = model(ids, state, write=True)
+    assert torch.equal(off.logits, frozen) and torch.equal(off.state, state)
+    assert not torch.equal(on.logits, frozen)

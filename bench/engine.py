@@ -1,0 +1,122 @@
+"""Engine benchmark on the default model, every figure measured in this one run.
+
+    .venv/bin/python bench/engine.py [--new-tokens 32] [--fork-history 1024 32768]
+
+- decode tokens/s of one session with δ-mem against the frozen backbone in the same engine (memory switched off);
+- aggregate decode tokens/s with 1, 4 and 8 concurrent sessions (continuous batching);
+- Hugging Face `generate` on the frozen backbone, batch 1, as an outside baseline;
+- ForkSession latency over gRPC on loopback (p50, p90) for sessions with 1k and 32k tokens of history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import threading
+import time
+
+import torch
+
+from deltamem.runtime.backbone import load_model
+from deltamem.runtime.batch_engine import BatchEngine
+from deltamem.runtime.default_model import prepare_default_model
+from deltamem.runtime.engine import GenerationRequest
+from deltamem.service.config import ServerConfig, default_cache_dir
+
+PROMPT = "Write a long story about a lighthouse keeper and the sea."
+
+
+def decode_rate(engine: BatchEngine, sessions: int, new_tokens: int) -> float:
+    """Aggregate generated tokens per second with `sessions` concurrent greedy generations."""
+    prompt = engine.encode_messages([("user", PROMPT)], add_generation_prompt=True).ids
+    request = GenerationRequest(prompt, max_new_tokens=new_tokens, ignore_end_of_turn=True)
+    done = []
+
+    def run():
+        outcome = list(engine.generate(engine.empty_state(), request))[-1]
+        done.append(outcome.generated_tokens)
+
+    list(engine.generate(engine.empty_state(), GenerationRequest(prompt, max_new_tokens=2)))  # warm-up
+    threads = [threading.Thread(target=run) for _ in range(sessions)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
+def hf_generate_rate(model, tokenizer, new_tokens: int) -> float:
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
+    with torch.inference_mode():
+        model.generate(ids, max_new_tokens=2, do_sample=False)
+        start = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    return (out.shape[1] - ids.shape[1]) / (time.perf_counter() - start)
+
+
+def fork_latencies(engine: BatchEngine, histories: list[int], repeats: int = 200) -> dict[int, tuple[float, float]]:
+    """ForkSession through a real gRPC server on loopback, after writing `history` tokens into a session."""
+    from deltamem.client import MemoryClient
+    from deltamem.service.server import start_server
+
+    running = start_server(engine, ServerConfig(port=0))
+    results = {}
+    try:
+        with MemoryClient(f"127.0.0.1:{running.port}", timeout=3600) as client:
+            for history in histories:
+                session = client.create_session().session_id
+                ids = (engine.encode_text(PROMPT * 200).ids * (history // 100 + 1))[:history]
+                started = time.perf_counter()
+                client.update_memory(session, list(ids))
+                print(f"  wrote {history} tokens in {time.perf_counter() - started:.1f} s", flush=True)
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    fork = client.fork_session(session)
+                    times.append(time.perf_counter() - start)
+                    client.delete_session(fork.session_id)
+                times.sort()
+                results[history] = (statistics.median(times), times[int(0.9 * len(times))])
+    finally:
+        running.stop(0)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--fork-history", type=int, nargs="+", default=[1024, 32768])
+    args = parser.parse_args()
+    print(f"# machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    loaded = load_model(prepare_default_model(default_cache_dir()))
+    engine = BatchEngine(loaded, max_batch=8)
+
+    loaded.model.memory_enabled = False
+    frozen = decode_rate(engine, 1, args.new_tokens)
+    loaded.model.memory_enabled = True
+    memory = decode_rate(engine, 1, args.new_tokens)
+    print("\n## decode, one session, same engine")
+    print(f"frozen backbone {frozen:.2f} tok/s; δ-mem {memory:.2f} tok/s; ratio {memory / frozen:.3f} (target >= 0.95)")
+
+    print("\n## aggregate decode tokens/s, concurrent sessions (continuous batching, δ-mem on)")
+    rates = {n: decode_rate(engine, n, args.new_tokens) for n in (1, 4, 8)}
+    for n, rate in rates.items():
+        print(f"{n} session(s): {rate:.2f} tok/s ({rate / rates[1]:.2f}x one session)")
+    print("target: 8 sessions >= 4x one")
+
+    hf = hf_generate_rate(loaded.model.backbone, loaded.tokenizer, args.new_tokens)
+    print(f"\n## outside baseline: Hugging Face generate, frozen backbone, batch 1: {hf:.2f} tok/s")
+    print(f"δ-mem engine, one session: {memory / hf:.2f}x HF generate; 8 sessions: {rates[8] / hf:.2f}x")
+
+    print("\n## ForkSession over gRPC on loopback")
+    for history, (p50, p90) in fork_latencies(engine, args.fork_history).items():
+        print(f"history {history:>6} tokens: p50 {p50 * 1e3:.3f} ms, p90 {p90 * 1e3:.3f} ms")
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
