@@ -157,9 +157,9 @@ def memory_decode_step(
         if write is not None:
             beta = beta * write[:, None, None].to(beta.dtype)
         return delta_rule_decode(q, k, v, beta, state)
-    pre = torch.nn.functional.linear(x.float(), weight.float()).view(-1, 4, heads, rank)
+    pre = torch.nn.functional.linear(x, weight).float().view(-1, 4, heads, rank)
     qk = torch.nn.functional.normalize(torch.tanh(pre[:, :2]), dim=-1, eps=1e-6)  # [B, 2, N, r]
-    beta = torch.sigmoid(pre[:, 3] + beta_bias.float().view(heads, rank))
+    beta = torch.sigmoid(pre[:, 3] + beta_bias.view(heads, rank))
     if write is not None:
         beta = beta * write[:, None, None].to(beta.dtype)
     both = state @ qk.permute(0, 2, 3, 1)  # [B, N, r, 2]: S q and S k in one matmul
@@ -191,5 +191,9 @@ def low_rank_correction(out: torch.Tensor, reads: torch.Tensor, weight: torch.Te
     if weight.shape != (out.shape[-1], reads.shape[-1]):
         raise ValueError(f"weight has shape {list(weight.shape)}, expected {[out.shape[-1], reads.shape[-1]]}")
     flat_out = out.reshape(-1, out.shape[-1])
-    flat_reads = reads.reshape(-1, reads.shape[-1]).to(out.dtype)
-    return torch.addmm(flat_out, flat_reads, weight.to(out.dtype).t(), alpha=scale).view(out.shape)
+    flat_reads = reads.reshape(-1, reads.shape[-1])
+    if flat_reads.dtype != out.dtype:
+        flat_reads = flat_reads.to(out.dtype)
+    if weight.dtype != out.dtype:
+        weight = weight.to(out.dtype)
+    return torch.addmm(flat_out, flat_reads, weight.t(), alpha=scale).view(out.shape)

@@ -88,8 +88,10 @@ class DeltaMemLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One decode token per row: x [B, d], state [B, N, r, r] → (reads [B, N, r], new state)."""
         weight = self.packed_projection_weight()
+        if x.dtype != weight.dtype:
+            x = x.to(weight.dtype)
         return memory_decode_step(
-            x.to(weight.dtype), weight, self.beta_bias, state, self.config.num_state_heads, self.config.rank, write
+            x, weight, self.beta_bias, state, self.config.num_state_heads, self.config.rank, write
         )
 
     def correct_query(self, q_out: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:

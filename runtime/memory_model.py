@@ -128,6 +128,8 @@ class MemoryModel(nn.Module):
             raise ValueError("message_ids are only for message_mean adapters; this one writes every token")
         if message_ids is not None and message_ids.shape != input_ids.shape:
             raise ValueError(f"message_ids has shape {list(message_ids.shape)}, expected {list(input_ids.shape)}")
+        if write_mask is not None and input_ids.shape[1] == 1 and bool(write_mask.all()):
+            write_mask = None  # decode rows that all write: skip the masking work in every layer
         run = _Pass(state=state.float(), write=write, write_mask=write_mask, message_ids=message_ids)
         self._pass = run if self.memory_enabled else None
         write = write and self.memory_enabled
