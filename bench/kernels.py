@@ -20,6 +20,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+
 from deltamem.kernels import delta_rule_chunked, delta_rule_naive
 
 
@@ -95,10 +96,11 @@ def bench_scan_gpu(lengths, repeats):
 
 
 def bench_model(device: str, repeats: int, context: int = 256, write_tokens: int = 1024):
+    from transformers import DynamicCache
+
     from deltamem.runtime.backbone import load_model
     from deltamem.runtime.default_model import prepare_default_model
     from deltamem.service.config import default_cache_dir
-    from transformers import DynamicCache
 
     model = load_model(prepare_default_model(default_cache_dir()), device=device).model
     ids = torch.randint(0, 49152, (1, context), generator=torch.Generator().manual_seed(0)).to(device)

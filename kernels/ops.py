@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from deltamem.kernels import backend
 from deltamem.kernels.decode_step.naive import delta_rule_step_naive, delta_rule_token_naive
 from deltamem.kernels.delta_rule.chunked import delta_rule_chunked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import triton
+
 from deltamem.kernels.backend import interpreting
 
 # kernel name -> (autotune configs, autotune key), whether or not the interpreter is on: the ahead-of-time

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from deltamem.kernels import low_rank_correction, memory_decode_step, memory_projection
 from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
-from torch import nn
 
 WEIGHTS_FILE = "delta_mem_adapter.pt"
 PARAMETER_NAMES = (

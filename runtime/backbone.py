@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from deltamem.runtime.adapter import adapter_fingerprint, load_adapter_weights
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from deltamem.runtime.memory_model import SUPPORTED_MODEL_TYPES, MemoryModel, UnsupportedBackbone

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
+
 from deltamem.runtime.backbone import LoadedModel
 from deltamem.runtime.batch_kv import BatchKV, SequenceKV
 from deltamem.runtime.detokenizer import IncrementalDetokenizer
@@ -51,6 +52,8 @@ class _Job:
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     slot: int = -1
+    base: int = 0  # tokens already in `kv` when the job started (a kept context)
+    reencode: bool = False  # a read-only prefill whose result is the KV, not a state
     phase: str = PREFILL
     fed: int = 0  # prompt tokens processed
     generated: list[int] = field(default_factory=list)
@@ -87,9 +90,21 @@ class BatchEngine(Engine):
         written = encoded.num_written if self.model.writes_messages else len(encoded.ids)
         return outcome, written
 
-    def generate(self, state: torch.Tensor, request: GenerationRequest) -> Iterator[TokenEvent | GenerationOutcome]:
+    def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int) -> SequenceKV:
+        """The KV of `tokens` read (not written) under `state`, placed at absolute positions from `position`:
+        how a kept context is rebuilt when the memory it was computed under has changed."""
+        kv = SequenceKV(self.model.num_layers)
+        kv.position = position
+        job = self._submit(tokens, (-1,) * len(tokens), False, None, state, kv)
+        job.reencode = True
+        return self._next_event(job)
+
+    def generate(
+        self, state: torch.Tensor, request: GenerationRequest, context: SequenceKV | None = None
+    ) -> Iterator[TokenEvent | GenerationOutcome]:
+        """As Engine.generate; `context` (owned by this call from now on) is KV to continue after."""
         message_ids = request.prompt_message_ids or (0,) * len(request.prompt_ids)
-        job = self._submit(request.prompt_ids, message_ids, request.write_input, request, state)
+        job = self._submit(request.prompt_ids, message_ids, request.write_input, request, state, context)
         try:
             while True:
                 event = self._next_event(job)
@@ -106,14 +121,16 @@ class BatchEngine(Engine):
         self._wake.set()
 
     # ---- submission -----------------------------------------------------------------------------------------
-    def _submit(self, tokens, message_ids, write_input, request, state) -> _Job:
+    def _submit(self, tokens, message_ids, write_input, request, state, kv=None) -> _Job:
+        kv = kv if kv is not None else SequenceKV(self.model.num_layers)
         job = _Job(
             tokens=tuple(tokens),
             message_ids=tuple(message_ids),
             write_input=write_input,
             request=request,
             initial_state=state.to(self.device, torch.float32),
-            kv=SequenceKV(self.model.num_layers),
+            kv=kv,
+            base=kv.length,
         )
         if request is not None:
             job.detok = IncrementalDetokenizer(self.tokenizer, request.stop)
@@ -217,9 +234,9 @@ class BatchEngine(Engine):
         for job in jobs:
             if job.phase == OUTPUT_MESSAGE:
                 # message_mean: the output, re-run over the prompt's KV, is written as one more message
-                job.kv.truncate(len(job.tokens))
+                job.kv.truncate(job.base + len(job.tokens))
                 chunks.append(job.generated)
-                writes.append(True)
+                writes.append(job.request.write_output)
                 messages.append([max(job.message_ids, default=0) + 1] * len(job.generated))
                 continue
             size = len(job.tokens) - job.fed if self.model.writes_messages else self.prefill_chunk
@@ -235,7 +252,7 @@ class BatchEngine(Engine):
             if job.fed < len(job.tokens):
                 continue
             if job.request is None:
-                job.events.put(self.pool[job.slot].clone())
+                job.events.put(job.kv if job.reencode else self.pool[job.slot].clone())
                 job.phase = DONE
             else:
                 self._accept(job, sample_next(logits[b], job.request.sampling, job.generator))
@@ -274,13 +291,15 @@ class BatchEngine(Engine):
         self._close(job)
 
     def _close(self, job: _Job) -> None:
-        """Generation ended: the output still has to be written where the request asks for it."""
-        if job.request.write_output and self.model.writes_messages:
-            job.phase = OUTPUT_MESSAGE
-        elif job.request.write_output:
-            job.next_token, job.phase = job.generated[-1], CLOSING  # feed the last token to write it
-        else:
+        """Generation ended: the output still has to be written where the request asks for it, and fed in full
+        when the request keeps its KV as context."""
+        request = job.request
+        if not (request.write_output or request.keep_context):
             self._finish(job)
+        elif self.model.writes_messages:
+            job.phase = OUTPUT_MESSAGE
+        else:
+            job.next_token, job.phase = job.generated[-1], CLOSING  # feed the last token
 
     def _finish(self, job: _Job) -> None:
         request = job.request
@@ -292,6 +311,7 @@ class BatchEngine(Engine):
                 generated_tokens=len(job.generated),
                 written_tokens=request.tokens_written(len(job.generated), self.model.writes_messages),
                 text=job.detok.text,
+                context=job.kv if request.keep_context else None,
             )
         )
         job.phase = DONE

@@ -12,12 +12,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
+
 from deltamem.runtime.backbone import LoadedModel
 from deltamem.runtime.chat_spans import chat_tokens_with_message_ids
 from deltamem.runtime.detokenizer import IncrementalDetokenizer
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams, make_generator, sample_next
-from transformers import DynamicCache
 
 DEFAULT_PREFILL_CHUNK = 512
 MAX_NEW_TOKENS = 4096
@@ -44,6 +45,7 @@ class GenerationRequest:
     write_input: bool = True
     write_output: bool = True
     ignore_end_of_turn: bool = False
+    keep_context: bool = False  # return the KV of prompt + output (batched engine only)
     prompt_message_ids: tuple[int, ...] | None = None  # message_mean adapters: None = one message
 
     def tokens_written(self, num_generated: int, writes_messages: bool) -> int:
@@ -78,6 +80,8 @@ class GenerationOutcome:
     generated_tokens: int
     written_tokens: int
     text: str
+    # the request's KV with every prompt and generated token in it, when the request asked to keep it
+    context: object | None = None
 
 
 class Engine:
@@ -104,12 +108,16 @@ class Engine:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return EncodedInput(tuple(ids), (0,) * len(ids))
 
-    def encode_messages(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> EncodedInput:
+    @staticmethod
+    def check_chat(messages: Sequence[tuple[str, str]]) -> None:
         if not messages:
             raise InvalidRequest("the input has no chat messages")
         for index, (role, _content) in enumerate(messages):
             if role not in ("system", "user", "assistant"):
                 raise InvalidRequest(f"messages[{index}].role must be system, user or assistant, got {role!r}")
+
+    def encode_messages(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> EncodedInput:
+        self.check_chat(messages)
         chat = [{"role": role, "content": content} for role, content in messages]
         ids, owners = chat_tokens_with_message_ids(self.tokenizer, chat, add_generation_prompt)
         return EncodedInput(tuple(ids), tuple(owners))
@@ -176,10 +184,13 @@ class Engine:
         written = encoded.num_written if self.model.writes_messages else len(encoded.ids)
         return new_state, written
 
-    def generate(self, state: torch.Tensor, request: GenerationRequest) -> Iterator[TokenEvent | GenerationOutcome]:
+    def generate(
+        self, state: torch.Tensor, request: GenerationRequest, cache: DynamicCache | None = None
+    ) -> Iterator[TokenEvent | GenerationOutcome]:
         """Yield a TokenEvent per generated token, then one GenerationOutcome. Closing the iterator early
-        abandons the call; `state` itself is never modified."""
-        cache = DynamicCache()
+        abandons the call; `state` itself is never modified. `cache` (extended in place) is KV to continue."""
+        cache = cache if cache is not None else DynamicCache()
+        base = cache.get_seq_length()
         logits, state = self._prefill(request.prompt_ids, state, request.write_input, cache, request.prompt_message_ids)
         # token-state adapters write each generated token as it is fed back; message-mean ones write the whole
         # output as one message at the end
@@ -213,7 +224,7 @@ class Engine:
         elif request.write_output:
             # re-run the output over the prompt's KV: its attention inputs are those seen while decoding (the
             # state read is the same, nothing having been written since the prompt), written as one message
-            extra = cache.get_seq_length() - len(request.prompt_ids)
+            extra = cache.get_seq_length() - base - len(request.prompt_ids)
             if extra:
                 cache.crop(-extra)  # this transformers version only crops by a count from the end
             next_message = max(request.prompt_message_ids or (0,), default=0) + 1

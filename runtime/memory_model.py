@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
+
 from deltamem.kernels import delta_rule
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
-from torch import nn
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "smollm3")
 

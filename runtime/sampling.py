@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from deltamem.runtime.errors import InvalidRequest
 
 MAX_TEMPERATURE = 10.0

@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+
 from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
 
-CONTEXT_POLICIES = ("none",)
+CONTEXT_POLICIES = ("none", "full", "window")
+MAX_WINDOW_TOKENS = 1 << 20
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_BYTES = 256
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -36,6 +38,8 @@ class SessionInfo:
     metadata: dict[str, str]
     created_at: float
     order: int  # creation sequence on this server: the paging key
+    window_tokens: int = 0  # the window(n) policy's n; 0 for the other policies
+    context_tokens: int = 0  # tokens kept as context right now
 
 
 @dataclass
@@ -43,6 +47,7 @@ class _Entry:
     info: SessionInfo
     state: torch.Tensor  # [L, N, r, r] fp32; replaced, never modified in place
     mutating: threading.Lock = field(default_factory=threading.Lock)
+    context: object | None = None  # a SessionContext for the full and window policies; replaced, never modified
 
 
 def check_session_id(session_id: str) -> str:
@@ -73,12 +78,16 @@ class Mutation:
         self._entry = entry
         self.info = entry.info
         self.state = entry.state
+        self.context = entry.context
         self.committed: SessionInfo | None = None
 
-    def commit(self, new_state: torch.Tensor, tokens_written: int) -> SessionInfo:
+    def commit(self, new_state: torch.Tensor | None, tokens_written: int, context: object | None = None) -> SessionInfo:
+        """Publish the call's result at once: a new memory (version n+1; None keeps the memory and its version)
+        and the context to keep (None: none)."""
         if self.committed is not None:
             raise RuntimeError("a mutation commits at most once")
-        self.committed = self._manager._publish(self._entry, new_state.detach().clone(), tokens_written)
+        state = None if new_state is None else new_state.detach().clone()
+        self.committed = self._manager._publish(self._entry, state, tokens_written, context)
         return self.committed
 
 
@@ -89,11 +98,19 @@ class SessionManager:
         self._lock = threading.Lock()
         self._created = itertools.count()
 
-    def create(self, metadata: dict[str, str] | None = None, context_policy: str = "none") -> SessionInfo:
+    def create(
+        self, metadata: dict[str, str] | None = None, context_policy: str = "none", window_tokens: int = 0
+    ) -> SessionInfo:
         if context_policy not in CONTEXT_POLICIES:
             raise InvalidRequest(
                 f"context policy {context_policy!r} is not implemented (supported: {CONTEXT_POLICIES})"
             )
+        if context_policy == "window" and not 1 <= window_tokens <= MAX_WINDOW_TOKENS:
+            raise InvalidRequest(
+                f"the window policy needs window_tokens in [1, {MAX_WINDOW_TOKENS}], got {window_tokens}"
+            )
+        if context_policy != "window" and window_tokens:
+            raise InvalidRequest(f"window_tokens is only for the window policy, not {context_policy!r}")
         info = SessionInfo(
             session_id=uuid.uuid4().hex,
             memory_version=0,
@@ -104,6 +121,7 @@ class SessionManager:
             metadata=check_metadata(metadata or {}),
             created_at=time.time(),
             order=next(self._created),
+            window_tokens=window_tokens,
         )
         with self._lock:
             self._entries[info.session_id] = _Entry(info, self._empty.clone())
@@ -133,15 +151,19 @@ class SessionManager:
         finally:
             entry.mutating.release()
 
-    def _publish(self, entry: _Entry, new_state: torch.Tensor, tokens_written: int) -> SessionInfo:
+    def _publish(self, entry: _Entry, new_state, tokens_written: int, context) -> SessionInfo:
         with self._lock:
             if self._entries.get(entry.info.session_id) is not entry:
                 raise SessionNotFound(f"session {entry.info.session_id} was deleted during the call")
-            entry.state = new_state
+            version = entry.info.memory_version
+            if new_state is not None:
+                entry.state, version = new_state, version + 1
+            entry.context = context
             entry.info = dataclasses.replace(
                 entry.info,
-                memory_version=entry.info.memory_version + 1,
+                memory_version=version,
                 tokens_written=entry.info.tokens_written + tokens_written,
+                context_tokens=len(context.tokens) if context is not None else 0,
             )
             return entry.info
 
@@ -159,7 +181,9 @@ class SessionManager:
                 created_at=time.time(),
                 order=next(self._created),
             )
-            self._entries[info.session_id] = _Entry(info, source.state.clone())
+            # the context (tokens and KV) is shared, not copied: contexts are never modified in place, and a
+            # request continues from a clone, so a fork costs the same whatever the history's length
+            self._entries[info.session_id] = _Entry(info, source.state.clone(), context=source.context)
             return info
 
     def delete(self, session_id: str) -> None:

@@ -5,15 +5,25 @@ from __future__ import annotations
 import hashlib
 
 import torch
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from deltamem.runtime.engine import EncodedInput, Engine
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams
 from deltamem.runtime.sessions import SessionInfo
 from deltamem.v1 import memory_service_pb2 as pb
-from google.protobuf.timestamp_pb2 import Timestamp
 
-CONTEXT_POLICY_NAMES = {pb.CONTEXT_POLICY_UNSPECIFIED: "none", pb.CONTEXT_POLICY_NONE: "none"}
-CONTEXT_POLICY_VALUES = {"none": pb.CONTEXT_POLICY_NONE}
+CONTEXT_POLICY_NAMES = {
+    pb.CONTEXT_POLICY_UNSPECIFIED: "none",
+    pb.CONTEXT_POLICY_NONE: "none",
+    pb.CONTEXT_POLICY_FULL: "full",
+    pb.CONTEXT_POLICY_WINDOW: "window",
+}
+CONTEXT_POLICY_VALUES = {
+    "none": pb.CONTEXT_POLICY_NONE,
+    "full": pb.CONTEXT_POLICY_FULL,
+    "window": pb.CONTEXT_POLICY_WINDOW,
+}
 # write mode -> (write input, write output)
 WRITE_MODES = {
     pb.WRITE_MODE_UNSPECIFIED: (True, True),
@@ -76,6 +86,8 @@ def session(info: SessionInfo) -> pb.Session:
         context_policy=CONTEXT_POLICY_VALUES[info.context_policy],
         metadata=info.metadata,
         create_time=created,
+        window_tokens=info.window_tokens,
+        context_tokens=info.context_tokens,
     )
 
 

@@ -7,6 +7,7 @@ import inspect
 import logging
 
 import grpc
+
 from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,14 @@ import threading
 from concurrent import futures
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from deltamem.runtime.engine import Engine
 from deltamem.runtime.sessions import SessionManager
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
 from deltamem.v1 import memory_service_pb2 as pb
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger(__name__)
 

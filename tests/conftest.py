@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from deltamem.client import MemoryClient
 from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES
 from deltamem.runtime.adapter_config import DeltaMemConfig

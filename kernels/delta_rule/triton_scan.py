@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from deltamem.kernels.triton_utils import autotune, warp_configs
 
 DEFAULT_BLOCK_T = 64

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from deltamem.kernels.triton_utils import autotune, warp_configs
 
 L2_EPS = 1e-6

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from deltamem.kernels.aot_check import configs_of, kernel_specs, tuning_key
 
 

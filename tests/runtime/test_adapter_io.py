@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from deltamem.runtime.adapter import WEIGHTS_FILE, adapter_fingerprint, load_adapter_weights, save_adapter
 from deltamem.runtime.adapter_config import CONFIG_FILE, AdapterConfigError, DeltaMemConfig
 

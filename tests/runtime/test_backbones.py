@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from deltamem.runtime.backbone import load_model
 from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
 from deltamem.runtime.memory_model import UnsupportedBackbone

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+
 from deltamem.runtime.batch_engine import BatchEngine
 from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
 from deltamem.runtime.sampling import SamplingParams

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from deltamem.runtime.detokenizer import IncrementalDetokenizer
 from deltamem.runtime.engine import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
 from deltamem.runtime.errors import InvalidRequest

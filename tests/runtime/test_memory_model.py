@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import deltamem.runtime.memory_model as memory_model_module
 import pytest
 import torch
 import torch.nn.functional as F
+
+import deltamem.runtime.memory_model as memory_model_module
 from deltamem.kernels import delta_rule_naive
 from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import DynamicCache
+
 from deltamem.runtime.adapter import save_adapter
 from deltamem.runtime.backbone import load_model
 from deltamem.runtime.chat_spans import chat_tokens_with_message_ids
 from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
-from transformers import DynamicCache
 
 CHAT = [
     {"role": "system", "content": "You keep notes."},

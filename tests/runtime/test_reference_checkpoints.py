@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+
 from deltamem.runtime.adapter import PARAMETER_NAMES, WEIGHTS_FILE, save_adapter
 from deltamem.runtime.adapter_config import CONFIG_FILE, AdapterConfigError
 from deltamem.runtime.backbone import load_model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
 from deltamem.runtime.sessions import SessionManager
 
@@ -67,7 +68,12 @@ def test_ids_and_metadata_are_validated(manager):
     with pytest.raises(InvalidRequest, match="metadata"):
         manager.create({"k": "v" * 300})
     with pytest.raises(InvalidRequest, match="not implemented"):
-        manager.create(context_policy="full")
+        manager.create(context_policy="elastic")
+    with pytest.raises(InvalidRequest, match="window_tokens in"):
+        manager.create(context_policy="window")
+    with pytest.raises(InvalidRequest, match="only for the window policy"):
+        manager.create(context_policy="full", window_tokens=8)
+    assert manager.create(context_policy="window", window_tokens=64).window_tokens == 64
 
 
 def test_paging_by_key_survives_deletions(manager):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from deltamem.kernels import delta_rule_naive, memory_projection_naive
 
 

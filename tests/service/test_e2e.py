@@ -9,10 +9,11 @@ import threading
 import grpc
 import pytest
 import torch
-from deltamem.client import AsyncMemoryClient, WriteMode, state_values, verify_checksum
-from deltamem.v1 import memory_service_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from deltamem.client import AsyncMemoryClient, WriteMode, state_values, verify_checksum
+from deltamem.v1 import memory_service_pb2 as pb
 
 FACT = "Note to self: the spare key is under the blue flowerpot by the back door."
 QUESTION = [{"role": "user", "content": "Where is the spare key?"}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
+
 from deltamem.client.requests import Prompt, generate_request, to_input
 from deltamem.client.sync import DEFAULT_TARGET
 from deltamem.v1 import memory_service_pb2 as pb

@@ -8,8 +8,9 @@ import os
 import sys
 
 import grpc
-from deltamem.client.sync import DEFAULT_TARGET, MemoryClient
 from google.protobuf.json_format import MessageToDict
+
+from deltamem.client.sync import DEFAULT_TARGET, MemoryClient
 
 
 def _serve(argv: list[str]) -> int:

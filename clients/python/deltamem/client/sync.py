@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import grpc
+
 from deltamem.client.requests import Prompt, generate_request, to_input
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc

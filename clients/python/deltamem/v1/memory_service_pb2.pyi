@@ -14,6 +14,8 @@ class ContextPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONTEXT_POLICY_UNSPECIFIED: _ClassVar[ContextPolicy]
     CONTEXT_POLICY_NONE: _ClassVar[ContextPolicy]
+    CONTEXT_POLICY_FULL: _ClassVar[ContextPolicy]
+    CONTEXT_POLICY_WINDOW: _ClassVar[ContextPolicy]
 
 class WriteMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +32,8 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
 CONTEXT_POLICY_UNSPECIFIED: ContextPolicy
 CONTEXT_POLICY_NONE: ContextPolicy
+CONTEXT_POLICY_FULL: ContextPolicy
+CONTEXT_POLICY_WINDOW: ContextPolicy
 WRITE_MODE_UNSPECIFIED: WriteMode
 WRITE_MODE_INPUT_AND_OUTPUT: WriteMode
 WRITE_MODE_INPUT_ONLY: WriteMode
@@ -70,7 +74,7 @@ class Input(_message.Message):
     def __init__(self, text: _Optional[str] = ..., messages: _Optional[_Union[ChatMessages, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "memory_version", "tokens_written", "parent_session_id", "parent_memory_version", "context_policy", "metadata", "create_time")
+    __slots__ = ("session_id", "memory_version", "tokens_written", "parent_session_id", "parent_memory_version", "context_policy", "metadata", "create_time", "window_tokens", "context_tokens")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +90,8 @@ class Session(_message.Message):
     CONTEXT_POLICY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     memory_version: int
     tokens_written: int
@@ -94,10 +100,12 @@ class Session(_message.Message):
     context_policy: ContextPolicy
     metadata: _containers.ScalarMap[str, str]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., memory_version: _Optional[int] = ..., tokens_written: _Optional[int] = ..., parent_session_id: _Optional[str] = ..., parent_memory_version: _Optional[int] = ..., context_policy: _Optional[_Union[ContextPolicy, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    window_tokens: int
+    context_tokens: int
+    def __init__(self, session_id: _Optional[str] = ..., memory_version: _Optional[int] = ..., tokens_written: _Optional[int] = ..., parent_session_id: _Optional[str] = ..., parent_memory_version: _Optional[int] = ..., context_policy: _Optional[_Union[ContextPolicy, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_tokens: _Optional[int] = ..., context_tokens: _Optional[int] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("context_policy", "metadata")
+    __slots__ = ("context_policy", "metadata", "window_tokens")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,9 +115,11 @@ class CreateSessionRequest(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CONTEXT_POLICY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     context_policy: ContextPolicy
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, context_policy: _Optional[_Union[ContextPolicy, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    window_tokens: int
+    def __init__(self, context_policy: _Optional[_Union[ContextPolicy, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., window_tokens: _Optional[int] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
