@@ -33,26 +33,13 @@ def scan_inputs(seq_len: int, device: str):
     return [x.to(device) for x in (q, k, v, beta)] + [torch.zeros(1, 1, 8, 8, device=device)]
 
 
-def median_seconds(fn, repeats: int, device: str) -> float:
-    fn()  # warm-up (and Triton compilation / autotuning)
-    times = []
+def interleaved_medians(fns, repeats: int, device: str) -> list[float]:
+    """Median seconds of each workload, run in turn so that drift in the machine's speed hits all equally."""
+    for fn in fns:
+        fn()  # warm-up (and Triton compilation / autotuning)
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def paired_median_seconds(first, second, repeats: int, device: str) -> tuple[float, float]:
-    """Alternate the two workloads so that drift in the machine's speed hits both equally."""
-    first(), second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
+        for fn, bucket in zip(fns, times, strict=True):
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -60,7 +47,16 @@ def paired_median_seconds(first, second, repeats: int, device: str) -> tuple[flo
             if device == "cuda":
                 torch.cuda.synchronize()
             bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(bucket) for bucket in times]
+
+
+def median_seconds(fn, repeats: int, device: str) -> float:
+    return interleaved_medians([fn], repeats, device)[0]
+
+
+def paired_median_seconds(first, second, repeats: int, device: str) -> tuple[float, float]:
+    first_time, second_time = interleaved_medians([first, second], repeats, device)
+    return first_time, second_time
 
 
 def bench_scan_cpu(lengths, repeats):

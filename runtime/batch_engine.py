@@ -115,10 +115,12 @@ class BatchEngine(Engine):
             job.cancelled.set()
             self._wake.set()
 
-    def close(self) -> None:
-        """Stop the loop thread after the current step (requests still queued get an error)."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the loop thread after the current step; requests still queued or running get an error."""
         self._closing = True
         self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     # ---- submission -----------------------------------------------------------------------------------------
     def _submit(self, tokens, message_ids, write_input, request, state, kv=None) -> _Job:
@@ -153,6 +155,19 @@ class BatchEngine(Engine):
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._run_until_closed()
+        finally:
+            stopped = RuntimeError("the engine stopped before this request finished")
+            for job in self._running:
+                job.events.put(stopped)
+            while True:
+                try:
+                    self._pending.get_nowait().events.put(stopped)
+                except queue.Empty:
+                    break
+
+    def _run_until_closed(self) -> None:
         while not self._closing:
             self._admit()
             if not self._running:

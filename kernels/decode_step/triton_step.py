@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from deltamem.kernels.triton_blocks import load_row, square_block
+
 PINNED_NUM_WARPS = 1
 
 
@@ -31,16 +33,15 @@ def decode_step_kernel(
     i_n = tl.program_id(1)
     o_r = tl.arange(0, BR)
     m_r = o_r < R
-    o_s = o_r[:, None] * R + o_r[None, :]
-    m_s = m_r[:, None] & m_r[None, :]
+    o_s, m_s = square_block(R, BR)
     slot = tl.load(slots_ptr + i_b).to(tl.int64)
     p_state = pool_ptr + slot * stride_slot + i_n * R * R + o_s
     b_s = tl.load(p_state, mask=m_s, other=0.0)
     o_tok = (i_b * N + i_n) * R + o_r
-    b_q = tl.load(q_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-    b_k = tl.load(k_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-    b_v = tl.load(v_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-    b_b = tl.load(beta_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
+    b_q = load_row(q_ptr, o_tok, m_r)
+    b_k = load_row(k_ptr, o_tok, m_r)
+    b_v = load_row(v_ptr, o_tok, m_r)
+    b_b = load_row(beta_ptr, o_tok, m_r)
     tl.store(reads_ptr + o_tok, tl.sum(b_s * b_q[None, :], axis=1), mask=m_r)
     b_sk = tl.sum(b_s * b_k[None, :], axis=1)
     b_s = (1.0 - b_b)[:, None] * b_s + (b_b * (b_v - b_sk))[:, None] * b_k[None, :]

@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from deltamem.kernels.triton_blocks import chunk_span, cube_block, load_row, square_block
 from deltamem.kernels.triton_utils import autotune, warp_configs
 
 DEFAULT_BLOCK_T = 64
@@ -40,10 +41,7 @@ def chunk_summary_kernel(
 ):
     i_c = tl.program_id(0)
     i_n = tl.program_id(1)
-    i_s = tl.load(chunk_seq_ptr + i_c)
-    bos = tl.load(chunk_bos_ptr + i_c)
-    eos = tl.load(cu_seqlens_ptr + i_s + 1)
-    length = tl.minimum(eos - bos, BT)
+    bos, length = chunk_span(chunk_seq_ptr, chunk_bos_ptr, cu_seqlens_ptr, i_c, BT)
     o_r = tl.arange(0, BR)
     m_r = o_r < R
     # P[i, a, b] starts as the identity for every row i
@@ -51,9 +49,9 @@ def chunk_summary_kernel(
     b_u = tl.zeros([BR, BR], dtype=tl.float32)
     for t in range(0, length):
         o_tok = ((bos + t).to(tl.int64) * N + i_n) * R + o_r
-        b_k = tl.load(k_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_v = tl.load(v_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_b = tl.load(beta_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
+        b_k = load_row(k_ptr, o_tok, m_r)
+        b_v = load_row(v_ptr, o_tok, m_r)
+        b_b = load_row(beta_ptr, o_tok, m_r)
         # P <- P M = (1 - beta) P - beta (P k) k^T, row by row
         b_pk = tl.sum(b_p * b_k[None, None, :], axis=2)
         b_p = (1.0 - b_b)[:, None, None] * b_p - b_b[:, None, None] * b_pk[:, :, None] * b_k[None, None, :]
@@ -61,11 +59,9 @@ def chunk_summary_kernel(
         b_uk = tl.sum(b_u * b_k[None, :], axis=1)
         b_u = (1.0 - b_b)[:, None] * b_u + (b_b * (b_v - b_uk))[:, None] * b_k[None, :]
     o_chunk = i_c.to(tl.int64) * N + i_n
-    o_p = o_r[:, None, None] * R * R + o_r[None, :, None] * R + o_r[None, None, :]
-    m_p = m_r[:, None, None] & m_r[None, :, None] & m_r[None, None, :]
+    o_p, m_p = cube_block(R, BR)
     tl.store(trans_ptr + o_chunk * R * R * R + o_p, b_p, mask=m_p)
-    o_s = o_r[:, None] * R + o_r[None, :]
-    m_s = m_r[:, None] & m_r[None, :]
+    o_s, m_s = square_block(R, BR)
     tl.store(inp_ptr + o_chunk * R * R + o_s, b_u, mask=m_s)
 
 
@@ -85,12 +81,8 @@ def chunk_carry_kernel(
 ):
     i_s = tl.program_id(0)
     i_n = tl.program_id(1)
-    o_r = tl.arange(0, BR)
-    m_r = o_r < R
-    o_s = o_r[:, None] * R + o_r[None, :]
-    m_s = m_r[:, None] & m_r[None, :]
-    o_p = o_r[:, None, None] * R * R + o_r[None, :, None] * R + o_r[None, None, :]
-    m_p = m_r[:, None, None] & m_r[None, :, None] & m_r[None, None, :]
+    o_s, m_s = square_block(R, BR)
+    o_p, m_p = cube_block(R, BR)
     o_seq = (i_s.to(tl.int64) * N + i_n) * R * R
     if HAS_H0:
         b_s = tl.load(h0_ptr + o_seq + o_s, mask=m_s, other=0.0).to(tl.float32)
@@ -127,21 +119,17 @@ def chunk_output_kernel(
 ):
     i_c = tl.program_id(0)
     i_n = tl.program_id(1)
-    i_s = tl.load(chunk_seq_ptr + i_c)
-    bos = tl.load(chunk_bos_ptr + i_c)
-    eos = tl.load(cu_seqlens_ptr + i_s + 1)
-    length = tl.minimum(eos - bos, BT)
+    bos, length = chunk_span(chunk_seq_ptr, chunk_bos_ptr, cu_seqlens_ptr, i_c, BT)
     o_r = tl.arange(0, BR)
     m_r = o_r < R
-    o_s = o_r[:, None] * R + o_r[None, :]
-    m_s = m_r[:, None] & m_r[None, :]
+    o_s, m_s = square_block(R, BR)
     b_s = tl.load(chunk_state_ptr + (i_c.to(tl.int64) * N + i_n) * R * R + o_s, mask=m_s, other=0.0)
     for t in range(0, length):
         o_tok = ((bos + t).to(tl.int64) * N + i_n) * R + o_r
-        b_q = tl.load(q_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_k = tl.load(k_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_v = tl.load(v_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_b = tl.load(beta_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
+        b_q = load_row(q_ptr, o_tok, m_r)
+        b_k = load_row(k_ptr, o_tok, m_r)
+        b_v = load_row(v_ptr, o_tok, m_r)
+        b_b = load_row(beta_ptr, o_tok, m_r)
         # read before write: m = S q
         tl.store(reads_ptr + o_tok, tl.sum(b_s * b_q[None, :], axis=1), mask=m_r)
         b_sk = tl.sum(b_s * b_k[None, :], axis=1)

@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from deltamem.kernels.triton_blocks import chunk_span, cube_block, load_row, square_block
 from deltamem.kernels.triton_utils import autotune, warp_configs
 
 
@@ -40,23 +41,19 @@ def chunk_backward_summary_kernel(
 ):
     i_c = tl.program_id(0)
     i_n = tl.program_id(1)
-    i_s = tl.load(chunk_seq_ptr + i_c)
-    bos = tl.load(chunk_bos_ptr + i_c)
-    eos = tl.load(cu_seqlens_ptr + i_s + 1)
-    length = tl.minimum(eos - bos, BT)
+    bos, length = chunk_span(chunk_seq_ptr, chunk_bos_ptr, cu_seqlens_ptr, i_c, BT)
     o_r = tl.arange(0, BR)
     m_r = o_r < R
     b_g = tl.zeros([BR, BR], dtype=tl.float32)
     for j in range(0, length):
         o_tok = ((bos + length - 1 - j).to(tl.int64) * N + i_n) * R + o_r
-        b_q = tl.load(q_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_k = tl.load(k_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_b = tl.load(beta_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_dm = tl.load(dreads_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
+        b_q = load_row(q_ptr, o_tok, m_r)
+        b_k = load_row(k_ptr, o_tok, m_r)
+        b_b = load_row(beta_ptr, o_tok, m_r)
+        b_dm = load_row(dreads_ptr, o_tok, m_r)
         b_gk = tl.sum(b_g * b_k[None, :], axis=1)
         b_g = (1.0 - b_b)[:, None] * b_g - (b_b * b_gk)[:, None] * b_k[None, :] + b_dm[:, None] * b_q[None, :]
-    o_s = o_r[:, None] * R + o_r[None, :]
-    m_s = m_r[:, None] & m_r[None, :]
+    o_s, m_s = square_block(R, BR)
     tl.store(dinp_ptr + (i_c * N + i_n) * R * R + o_s, b_g, mask=m_s)
 
 
@@ -76,12 +73,8 @@ def chunk_backward_carry_kernel(
 ):
     i_s = tl.program_id(0)
     i_n = tl.program_id(1)
-    o_r = tl.arange(0, BR)
-    m_r = o_r < R
-    o_s = o_r[:, None] * R + o_r[None, :]
-    m_s = m_r[:, None] & m_r[None, :]
-    o_p = o_r[:, None, None] * R * R + o_r[None, :, None] * R + o_r[None, None, :]
-    m_p = m_r[:, None, None] & m_r[None, :, None] & m_r[None, None, :]
+    o_s, m_s = square_block(R, BR)
+    o_p, m_p = cube_block(R, BR)
     o_seq = (i_s.to(tl.int64) * N + i_n) * R * R
     if HAS_DHT:
         b_g = tl.load(dht_ptr + o_seq + o_s, mask=m_s, other=0.0).to(tl.float32)
@@ -125,23 +118,19 @@ def chunk_backward_output_kernel(
 ):
     i_c = tl.program_id(0)
     i_n = tl.program_id(1)
-    i_s = tl.load(chunk_seq_ptr + i_c)
-    bos = tl.load(chunk_bos_ptr + i_c)
-    eos = tl.load(cu_seqlens_ptr + i_s + 1)
-    length = tl.minimum(eos - bos, BT)
+    bos, length = chunk_span(chunk_seq_ptr, chunk_bos_ptr, cu_seqlens_ptr, i_c, BT)
     o_r = tl.arange(0, BR)
     m_r = o_r < R
-    o_s = o_r[:, None] * R + o_r[None, :]
-    m_s = m_r[:, None] & m_r[None, :]
+    o_s, m_s = square_block(R, BR)
     o_chunk = (i_c * N + i_n) * R * R
     # forward replay: keep the state each token read (S_{t-1}) in the scratch buffer
     b_s = tl.load(chunk_state_ptr + o_chunk + o_s, mask=m_s, other=0.0)
     for t in range(0, length):
         o_tok = ((bos + t).to(tl.int64) * N + i_n) * R + o_r
         tl.store(states_ptr + ((bos + t).to(tl.int64) * N + i_n) * R * R + o_s, b_s, mask=m_s)
-        b_k = tl.load(k_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_v = tl.load(v_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_b = tl.load(beta_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
+        b_k = load_row(k_ptr, o_tok, m_r)
+        b_v = load_row(v_ptr, o_tok, m_r)
+        b_b = load_row(beta_ptr, o_tok, m_r)
         b_sk = tl.sum(b_s * b_k[None, :], axis=1)
         b_s = (1.0 - b_b)[:, None] * b_s + (b_b * (b_v - b_sk))[:, None] * b_k[None, :]
     tl.debug_barrier()
@@ -150,11 +139,11 @@ def chunk_backward_output_kernel(
         i_t = (bos + length - 1 - j).to(tl.int64)
         o_tok = (i_t * N + i_n) * R + o_r
         b_s = tl.load(states_ptr + (i_t * N + i_n) * R * R + o_s, mask=m_s, other=0.0)
-        b_q = tl.load(q_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_k = tl.load(k_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_v = tl.load(v_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_b = tl.load(beta_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
-        b_dm = tl.load(dreads_ptr + o_tok, mask=m_r, other=0.0).to(tl.float32)
+        b_q = load_row(q_ptr, o_tok, m_r)
+        b_k = load_row(k_ptr, o_tok, m_r)
+        b_v = load_row(v_ptr, o_tok, m_r)
+        b_b = load_row(beta_ptr, o_tok, m_r)
+        b_dm = load_row(dreads_ptr, o_tok, m_r)
         b_e = b_v - tl.sum(b_s * b_k[None, :], axis=1)
         b_gk = tl.sum(b_g * b_k[None, :], axis=1)
         tl.store(dq_ptr + o_tok, tl.sum(b_dm[:, None] * b_s, axis=0), mask=m_r)

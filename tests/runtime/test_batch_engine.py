@@ -100,3 +100,29 @@ def test_abandoned_generation_frees_its_slot(engines):
     short = GenerationRequest(request.prompt_ids, max_new_tokens=2, ignore_end_of_turn=True)
     outcome = list(batched.generate(sequential.empty_state(), short))[-1]
     assert isinstance(outcome, GenerationOutcome) and outcome.generated_tokens == 2
+
+
+def test_closing_the_engine_fails_waiting_requests_instead_of_hanging(default_model_dir):
+    from deltamem.runtime.backbone import load_model
+
+    engine = BatchEngine(load_model(default_model_dir), max_batch=1)
+    request = GenerationRequest(
+        engine.encode_text("Count to a thousand.").ids, max_new_tokens=500, ignore_end_of_turn=True
+    )
+    first = engine.generate(engine.empty_state(), request)
+    next(first)  # running, holding the only slot
+    results = []
+
+    def waiting():
+        try:
+            list(engine.generate(engine.empty_state(), request))
+        except RuntimeError as exc:
+            results.append(str(exc))
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    engine.close()
+    thread.join(30)
+    assert results and "engine stopped" in results[0]
+    with pytest.raises(RuntimeError, match="engine stopped"):
+        list(first)
