@@ -7,9 +7,10 @@ import hashlib
 import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from deltamem.runtime.engine import EncodedInput, Engine
+from deltamem.runtime.engine import Engine
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import SamplingParams
+from deltamem.runtime.session_calls import Turn, TurnResult
 from deltamem.runtime.sessions import SessionInfo
 from deltamem.v1 import memory_service_pb2 as pb
 
@@ -51,18 +52,33 @@ def write_mode(value: int) -> tuple[bool, bool]:
     return WRITE_MODES[value]
 
 
-def encoded_input(engine: Engine, message: pb.Input, add_generation_prompt: bool) -> EncodedInput:
-    """The tokens an Input stands for (raw text, chat messages through the chat template, or ids), with the
-    message each token belongs to."""
+def turn(engine: Engine, message: pb.Input) -> Turn:
+    """What an Input stands for: chat messages (checked, encoded later against the session's context), or raw
+    text / token ids encoded now."""
     kind = message.WhichOneof("kind")
     if kind == "text":
-        return engine.encode_text(message.text)
+        return Turn(encoded=engine.encode_text(message.text))
     if kind == "messages":
-        turns = [(m.role, m.content) for m in message.messages.messages]
-        return engine.encode_messages(turns, add_generation_prompt=add_generation_prompt)
+        messages = tuple((m.role, m.content) for m in message.messages.messages)
+        engine.check_chat(messages)
+        return Turn(messages=messages)
     if kind == "token_ids":
-        return engine.check_token_ids(list(message.token_ids.ids))
+        return Turn(encoded=engine.check_token_ids(list(message.token_ids.ids)))
     raise InvalidRequest("input is required: set one of text, messages or token_ids")
+
+
+def generate_result(result: TurnResult) -> pb.GenerateResult:
+    outcome = result.outcome
+    return pb.GenerateResult(
+        finish_reason=FINISH_REASONS[outcome.finish_reason],
+        usage=pb.Usage(
+            prompt_tokens=outcome.prompt_tokens,
+            generated_tokens=outcome.generated_tokens,
+            written_tokens=outcome.written_tokens,
+        ),
+        memory_version=result.session.memory_version,
+        text=outcome.text,
+    )
 
 
 def sampling(message: pb.SamplingParams) -> SamplingParams:

@@ -1,0 +1,106 @@
+"""A Generate or UpdateMemory call within a session: choosing the context, building the prompt, running the
+engine and committing the result, with the memory, its version and the kept context published together.
+
+The servicer only translates protobuf to these calls and their events back; the engine only computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from deltamem.runtime.batch_engine import BatchEngine
+from deltamem.runtime.context import SessionContext, chat_continuation, extend_context
+from deltamem.runtime.engine import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.sessions import Mutation, SessionInfo
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What a call feeds the model: chat messages, or input already encoded (raw text or token ids)."""
+
+    messages: tuple[tuple[str, str], ...] = ()
+    encoded: EncodedInput | None = None
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    outcome: GenerationOutcome
+    session: SessionInfo  # after the commit
+
+
+def current_context(engine: BatchEngine, mutation: Mutation) -> SessionContext | None:
+    """The session's kept context, re-encoded read-only under the current memory if the memory changed since
+    its KV was computed, so that no KV from another memory is ever attended to."""
+    kept = mutation.context
+    if kept is None or kept.memory_version == mutation.info.memory_version:
+        return kept
+    kv = engine.encode_context(mutation.state, kept.tokens, kept.start_position)
+    return dataclasses.replace(kept, kv=kv, memory_version=mutation.info.memory_version)
+
+
+def generate_in_session(
+    engine: BatchEngine,
+    mutation: Mutation,
+    turn: Turn,
+    options: GenerationRequest,
+    still_wanted: Callable[[], bool],
+) -> Iterator[TokenEvent | TurnResult]:
+    """Stream a generation for `turn`; `options` carries the sampling and write settings (its prompt is
+    replaced). Commits only if `still_wanted()` holds when the generation ends; closing early commits nothing."""
+    keeps = mutation.info.context_policy != "none"
+    kept = current_context(engine, mutation) if keeps else None
+    if turn.messages:
+        engine.check_chat(turn.messages)
+        if keeps:
+            prompt = chat_continuation(engine.tokenizer, kept, turn.messages)
+        else:
+            prompt = engine.encode_messages(turn.messages, add_generation_prompt=True)
+    else:
+        prompt = turn.encoded
+    request = dataclasses.replace(
+        options, prompt_ids=prompt.ids, prompt_message_ids=prompt.message_ids, keep_context=keeps
+    )
+    if keeps:
+        events = engine.generate(mutation.state, request, kept.kv.clone() if kept else None)
+    else:
+        events = engine.generate(mutation.state, request)
+    generated: list[int] = []
+    try:
+        for event in events:
+            if not isinstance(event, GenerationOutcome):
+                generated.extend(event.token_ids)
+                yield event
+                continue
+            if not still_wanted():
+                return
+            written = event.written_tokens
+            new_context = None
+            if keeps:
+                reply = (("assistant", event.text),) if turn.messages else ()
+                new_context = extend_context(
+                    kept,
+                    event.context,
+                    prompt.ids + tuple(generated),
+                    turn.messages + reply,
+                    mutation.info.memory_version + (1 if written else 0),
+                    mutation.info.window_tokens or None,
+                )
+            info = mutation.commit(event.state if written else None, written, new_context)
+            yield TurnResult(event, info)
+    finally:
+        events.close()
+
+
+def write_in_session(
+    engine: BatchEngine, mutation: Mutation, turn: Turn, still_wanted: Callable[[], bool]
+) -> tuple[SessionInfo, int] | None:
+    """UpdateMemory: write the turn into memory only; returns the session after the commit and the tokens
+    written, or None (nothing committed) if the call stopped being wanted. The kept context stays; its KV is
+    re-encoded under the new memory at the next Generate."""
+    encoded = engine.encode_messages(turn.messages, add_generation_prompt=False) if turn.messages else turn.encoded
+    new_state, written = engine.write(mutation.state, encoded)
+    if not still_wanted():
+        return None
+    return mutation.commit(new_state, written, mutation.context), written
