@@ -6,6 +6,7 @@ DELTAMEM_KERNELS=auto|triton|torch forces a choice (this package's one setting, 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -21,6 +22,7 @@ def requested() -> str:
     return value
 
 
+@functools.cache
 def triton_available() -> bool:
     try:
         import triton  # noqa: F401
