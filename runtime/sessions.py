@@ -92,11 +92,27 @@ class Mutation:
 
 
 class SessionManager:
-    def __init__(self, empty_state: torch.Tensor):
+    def __init__(self, empty_state: torch.Tensor, store=None):
+        """`store` (a runtime.store.SessionStore, or None for memory only) receives every change before it is
+        published here, and gives back every session at start."""
         self._empty = empty_state.detach().clone()
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
-        self._created = itertools.count()
+        self._store = store
+        if store is not None:
+            for info, state in store.load_all():
+                if state.shape != self._empty.shape:
+                    raise ValueError(f"stored session {info.session_id} has state shape {list(state.shape)}")
+                self._entries[info.session_id] = _Entry(info, state.to(self._empty.device))
+        self._created = itertools.count(max((e.info.order for e in self._entries.values()), default=-1) + 1)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _persist(self, info: SessionInfo, state: torch.Tensor) -> None:
+        if self._store is not None:
+            self._store.put(info, state)
 
     def create(
         self, metadata: dict[str, str] | None = None, context_policy: str = "none", window_tokens: int = 0
@@ -124,6 +140,7 @@ class SessionManager:
             window_tokens=window_tokens,
         )
         with self._lock:
+            self._persist(info, self._empty)
             self._entries[info.session_id] = _Entry(info, self._empty.clone())
         return info
 
@@ -155,17 +172,17 @@ class SessionManager:
         with self._lock:
             if self._entries.get(entry.info.session_id) is not entry:
                 raise SessionNotFound(f"session {entry.info.session_id} was deleted during the call")
-            version = entry.info.memory_version
-            if new_state is not None:
-                entry.state, version = new_state, version + 1
-            entry.context = context
-            entry.info = dataclasses.replace(
+            info = dataclasses.replace(
                 entry.info,
-                memory_version=version,
+                memory_version=entry.info.memory_version + (new_state is not None),
                 tokens_written=entry.info.tokens_written + tokens_written,
                 context_tokens=len(context.tokens) if context is not None else 0,
             )
-            return entry.info
+            if new_state is not None:
+                self._persist(info, new_state)  # on disk before anyone can see it (or an error, and no change)
+                entry.state = new_state
+            entry.info, entry.context = info, context
+            return info
 
     def fork(self, session_id: str, metadata: dict[str, str] | None = None) -> SessionInfo:
         """A new session with the source's committed memory; the state tensor is copied (KBs, any history)."""
@@ -183,12 +200,15 @@ class SessionManager:
             )
             # the context (tokens and KV) is shared, not copied: contexts are never modified in place, and a
             # request continues from a clone, so a fork costs the same whatever the history's length
+            self._persist(info, source.state)
             self._entries[info.session_id] = _Entry(info, source.state.clone(), context=source.context)
             return info
 
     def delete(self, session_id: str) -> None:
         with self._lock:
             self._entry(session_id)
+            if self._store is not None:
+                self._store.delete(session_id)
             del self._entries[session_id]
 
     def list(self, after: int | None, limit: int) -> tuple[list[SessionInfo], bool]:

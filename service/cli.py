@@ -31,6 +31,10 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         help="δ-mem adapter in the reference format (default: untrained reference init)",
     )
     parser.add_argument("--cache-dir", type=Path, default=base.cache_dir, help="model cache (default %(default)s)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=base.data_dir, help="durable session store (default: CACHE_DIR/sessions)"
+    )
+    parser.add_argument("--ephemeral", action="store_true", help="keep sessions in memory only (lost at exit)")
     parser.add_argument("--max-workers", type=int, default=base.max_workers, help="gRPC worker threads")
     parser.add_argument(
         "--max-batch",
@@ -49,6 +53,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         model_dir=args.model,
         adapter_dir=args.adapter,
         cache_dir=args.cache_dir,
+        data_dir=args.data_dir,
+        persist=not args.ephemeral,
         max_workers=args.max_workers,
         max_batch=args.max_batch,
         log_level=args.log_level,
@@ -62,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from deltamem.runtime.backbone import load_model
     from deltamem.runtime.batch_engine import BatchEngine
     from deltamem.runtime.default_model import DefaultModelUnavailable, prepare_default_model
-    from deltamem.service.server import serve_until_signalled, start_server
+    from deltamem.runtime.store import StoreMismatch
+    from deltamem.service.server import open_sessions, serve_until_signalled, start_server
 
     started = time.monotonic()
     if config.prepare_only:
@@ -79,8 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot load the model: %s", exc)
         return 2
     engine = BatchEngine(loaded, max_batch=config.max_batch)
-    running = start_server(engine, config)
+    try:
+        sessions = open_sessions(engine, config)
+    except StoreMismatch as exc:
+        log.error("%s", exc)
+        return 2
+    running = start_server(engine, config, sessions)
     # the line tests and operators wait for; it names the port actually bound
+    log.info("sessions: %s (%d loaded)", config.sessions_dir if config.persist else "in memory only", sessions.count())
     log.info(
         "deltamem serving %s on %s:%d (model %s, adapter %s, ready in %.1f s)",
         model_dir.name,

@@ -19,6 +19,8 @@ class ServerConfig:
     model_dir: Path | None = None  # None = the embedded default model
     adapter_dir: Path | None = None  # None = the untrained reference-init adapter
     cache_dir: Path = Path(".cache")
+    data_dir: Path | None = None  # where sessions are stored durably; None = cache_dir / "sessions"
+    persist: bool = True  # False: sessions live in memory only and are lost at exit
     max_workers: int = 16
     max_batch: int = 8  # requests the engine runs together; more wait for a free slot
     grace_seconds: float = 10.0
@@ -34,19 +36,24 @@ class ServerConfig:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
     @property
+    def sessions_dir(self) -> Path:
+        return self.data_dir or self.cache_dir / "sessions"
+
+    @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     @classmethod
     def from_env(cls) -> ServerConfig:
-        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _MAX_WORKERS, _MAX_BATCH,
-        _LOG_LEVEL."""
+        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _MAX_WORKERS,
+        _MAX_BATCH, _LOG_LEVEL."""
         env = os.environ
         return cls(
             host=env.get("DELTAMEM_HOST", cls.host),
             port=int(env.get("DELTAMEM_PORT", cls.port)),
             model_dir=Path(env["DELTAMEM_MODEL"]) if env.get("DELTAMEM_MODEL") else None,
             adapter_dir=Path(env["DELTAMEM_ADAPTER"]) if env.get("DELTAMEM_ADAPTER") else None,
+            data_dir=Path(env["DELTAMEM_DATA_DIR"]) if env.get("DELTAMEM_DATA_DIR") else None,
             cache_dir=default_cache_dir(),
             max_workers=int(env.get("DELTAMEM_MAX_WORKERS", cls.max_workers)),
             max_batch=int(env.get("DELTAMEM_MAX_BATCH", cls.max_batch)),

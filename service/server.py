@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from deltamem.runtime.engine import Engine
 from deltamem.runtime.sessions import SessionManager
+from deltamem.runtime.store import SqliteStore
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
 from deltamem.v1 import memory_service_pb2 as pb
@@ -40,11 +41,25 @@ class RunningServer:
         self.server.stop(grace).wait()
 
 
-def start_server(engine: Engine, config: ServerConfig) -> RunningServer:
+def open_sessions(engine: Engine, config: ServerConfig) -> SessionManager:
+    """The session manager, backed by the durable store in the data directory unless the config says not."""
+    if not config.persist:
+        return SessionManager(engine.empty_state())
+    identity = {
+        "backbone": engine.backbone_fingerprint,
+        "adapter": engine.adapter_fingerprint,
+        "state_shape": "x".join(map(str, engine.empty_state().shape)),
+    }
+    return SessionManager(engine.empty_state(), SqliteStore(config.sessions_dir, identity))
+
+
+def start_server(engine: Engine, config: ServerConfig, sessions: SessionManager | None = None) -> RunningServer:
+    """Serve `engine` (with `sessions`, by default memory-only ones) on config.address."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.max_workers))
     from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
-    pb_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(engine, SessionManager(engine.empty_state())), server)
+    sessions = sessions if sessions is not None else SessionManager(engine.empty_state())
+    pb_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(engine, sessions), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

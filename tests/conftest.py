@@ -105,8 +105,15 @@ START_TIMEOUT_S = 300
 
 
 class ServerProcess:
-    def __init__(self, process: subprocess.Popen):
-        self.process = process
+    """`deltamem-server --port 0` as a subprocess; the port comes from its "serving" log line."""
+
+    def __init__(self, model_dir: Path, *args: str):
+        self.process = subprocess.Popen(
+            [str(SCRIPTS / "deltamem-server"), "--host", "127.0.0.1", "--port", "0", "--model", str(model_dir), *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
         self.lines: list[str] = []
         self.port: int | None = None
         self._ready = threading.Event()
@@ -126,36 +133,34 @@ class ServerProcess:
             raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
         return f"127.0.0.1:{self.port}"
 
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
 
 @pytest.fixture(scope="session")
-def server(default_model_dir):
-    """Starts `deltamem-server --port 0` and yields (address, process)."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deltamem.service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--model",
-            str(default_model_dir),
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    proc = ServerProcess(process)
+def start_server_process(default_model_dir):
+    """Factory: start_server_process(*extra_args) -> a ready ServerProcess (stop it yourself)."""
+
+    def start(*args: str) -> ServerProcess:
+        proc = ServerProcess(default_model_dir, *args)
+        proc.wait_ready()
+        return proc
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def server(start_server_process, tmp_path_factory):
+    """The shared server for the end-to-end tests, with its own durable session store; yields (address, proc)."""
+    proc = start_server_process("--data-dir", str(tmp_path_factory.mktemp("sessions")))
     try:
-        address = proc.wait_ready()
-        yield address, proc
+        yield f"127.0.0.1:{proc.port}", proc
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
