@@ -15,3 +15,7 @@ class SessionNotFound(DeltaMemError, LookupError):
 
 class SessionBusy(DeltaMemError):
     """Another mutation of the same session is in progress; mutations are rejected, never interleaved."""
+
+
+class Draining(DeltaMemError):
+    """The server is shutting down: it finishes calls in flight but takes no new ones."""

@@ -42,6 +42,18 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         default=base.max_batch,
         help="requests batched together by the engine (default %(default)s)",
     )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=base.grace_seconds,
+        help="seconds calls in flight may run on at shutdown (default %(default)s)",
+    )
+    parser.add_argument(
+        "--drain-notice",
+        type=float,
+        default=base.drain_notice_seconds,
+        help="seconds of NOT_SERVING before the server stops taking calls (default %(default)s)",
+    )
     parser.add_argument("--log-level", default=base.log_level)
     parser.add_argument(
         "--prepare-only", action="store_true", help="convert the default model into the cache if needed, then exit"
@@ -57,6 +69,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         persist=not args.ephemeral,
         max_workers=args.max_workers,
         max_batch=args.max_batch,
+        grace_seconds=args.grace,
+        drain_notice_seconds=args.drain_notice,
         log_level=args.log_level,
         prepare_only=args.prepare_only,
     )
@@ -103,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         loaded.adapter_fingerprint,
         time.monotonic() - started,
     )
-    serve_until_signalled(running, config.grace_seconds)
+    serve_until_signalled(running, config.grace_seconds, config.drain_notice_seconds)
     engine.close()
+    log.info("deltamem stopped")
     return 0
 
 

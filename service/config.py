@@ -23,7 +23,8 @@ class ServerConfig:
     persist: bool = True  # False: sessions live in memory only and are lost at exit
     max_workers: int = 16
     max_batch: int = 8  # requests the engine runs together; more wait for a free slot
-    grace_seconds: float = 10.0
+    grace_seconds: float = 30.0  # how long calls in flight may run on after shutdown begins
+    drain_notice_seconds: float = 2.0  # NOT_SERVING, and still answering reads, before the server stops
     log_level: str = "INFO"
     prepare_only: bool = False
 
@@ -32,6 +33,8 @@ class ServerConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+        if self.grace_seconds < 0 or self.drain_notice_seconds < 0:
+            raise ValueError("grace_seconds and drain_notice_seconds must be >= 0")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
@@ -46,7 +49,7 @@ class ServerConfig:
     @classmethod
     def from_env(cls) -> ServerConfig:
         """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _MAX_WORKERS,
-        _MAX_BATCH, _LOG_LEVEL."""
+        _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL."""
         env = os.environ
         return cls(
             host=env.get("DELTAMEM_HOST", cls.host),
@@ -57,5 +60,7 @@ class ServerConfig:
             cache_dir=default_cache_dir(),
             max_workers=int(env.get("DELTAMEM_MAX_WORKERS", cls.max_workers)),
             max_batch=int(env.get("DELTAMEM_MAX_BATCH", cls.max_batch)),
+            grace_seconds=float(env.get("DELTAMEM_GRACE_SECONDS", cls.grace_seconds)),
+            drain_notice_seconds=float(env.get("DELTAMEM_DRAIN_NOTICE_SECONDS", cls.drain_notice_seconds)),
             log_level=env.get("DELTAMEM_LOG_LEVEL", cls.log_level),
         )

@@ -8,7 +8,7 @@ import logging
 
 import grpc
 
-from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
+from deltamem.runtime.errors import Draining, InvalidRequest, SessionBusy, SessionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +16,7 @@ _STATUS = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
+    (Draining, grpc.StatusCode.UNAVAILABLE),
 )
 
 

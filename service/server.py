@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -26,18 +27,25 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
 class RunningServer:
     """A started server with its health servicer; `stop` drains it gracefully."""
 
-    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, port: int):
+    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, port: int, servicer):
         self.server = server
         self.health = health_servicer
         self.port = port
+        self.servicer = servicer
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def stop(self, grace: float) -> None:
+    def stop(self, grace: float, notice: float = 0.0) -> None:
+        """Drain: health turns NOT_SERVING and new session-changing calls get UNAVAILABLE at once; after `notice`
+        seconds (for probes and load balancers to see it) the server stops taking any call and gives the
+        ones in flight up to `grace` seconds to finish."""
         self.set_serving(False)
+        self.servicer.draining = True
+        if notice:
+            time.sleep(notice)
         self.server.stop(grace).wait()
 
 
@@ -59,7 +67,8 @@ def start_server(engine: Engine, config: ServerConfig, sessions: SessionManager 
     from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
     sessions = sessions if sessions is not None else SessionManager(engine.empty_state())
-    pb_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(engine, sessions), server)
+    servicer = MemoryServicer(engine, sessions)
+    pb_grpc.add_MemoryServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -67,16 +76,16 @@ def start_server(engine: Engine, config: ServerConfig, sessions: SessionManager 
     if port == 0:
         raise OSError(f"could not bind {config.address}")
     server.start()
-    running = RunningServer(server, health_servicer, port)
+    running = RunningServer(server, health_servicer, port, servicer)
     running.set_serving(True)
     return running
 
 
-def serve_until_signalled(running: RunningServer, grace: float) -> None:
-    """Block until SIGINT or SIGTERM, then report NOT_SERVING and let in-flight calls finish within `grace`."""
+def serve_until_signalled(running: RunningServer, grace: float, notice: float) -> None:
+    """Block until SIGINT or SIGTERM, then drain (see RunningServer.stop)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    log.info("shutting down: draining for up to %.0f s", grace)
-    running.stop(grace)
+    log.info("shutting down: NOT_SERVING now, draining for up to %.0f s after a %.0f s notice", grace, notice)
+    running.stop(grace, notice)

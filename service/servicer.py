@@ -8,7 +8,7 @@ import grpc
 
 from deltamem.runtime.batch_engine import BatchEngine
 from deltamem.runtime.engine import GenerationRequest
-from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.errors import Draining, InvalidRequest
 from deltamem.runtime.session_calls import TurnResult, generate_in_session, write_in_session
 from deltamem.runtime.sessions import SessionManager, check_session_id
 from deltamem.service import convert
@@ -32,9 +32,15 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def __init__(self, engine: BatchEngine, sessions: SessionManager):
         self.engine = engine
         self.sessions = sessions
+        self.draining = False  # set at shutdown: calls that change sessions are refused, reads still served
+
+    def _accepting(self) -> None:
+        if self.draining:
+            raise Draining("the server is shutting down and takes no new calls that change sessions; retry elsewhere")
 
     @map_errors
     def CreateSession(self, request, context):
+        self._accepting()
         info = self.sessions.create(
             dict(request.metadata), convert.context_policy(request.context_policy), request.window_tokens
         )
@@ -42,6 +48,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     @map_errors
     def Generate(self, request, context):
+        self._accepting()
         check_session_id(request.session_id)
         write_input, write_output = convert.write_mode(request.write_mode)
         stop = tuple(request.stop)
@@ -80,6 +87,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     @map_errors
     def UpdateMemory(self, request, context):
+        self._accepting()
         check_session_id(request.session_id)
         turn = convert.turn(self.engine, request.input)
         with self.sessions.mutation(request.session_id) as mutation:
@@ -99,11 +107,13 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     @map_errors
     def ForkSession(self, request, context):
+        self._accepting()
         info = self.sessions.fork(request.session_id, dict(request.metadata))
         return pb.ForkSessionResponse(session=convert.session(info))
 
     @map_errors
     def DeleteSession(self, request, context):
+        self._accepting()
         self.sessions.delete(request.session_id)
         return pb.DeleteSessionResponse()
 

@@ -117,7 +117,8 @@ class ServerProcess:
         self.lines: list[str] = []
         self.port: int | None = None
         self._ready = threading.Event()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
 
     def _pump(self) -> None:
         for line in self.process.stderr:
@@ -132,6 +133,12 @@ class ServerProcess:
         if not self._ready.wait(START_TIMEOUT_S) or self.port is None:
             raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
         return f"127.0.0.1:{self.port}"
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code, once the process has ended and all of its log has been read."""
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code
 
     def stop(self) -> None:
         self.process.terminate()
