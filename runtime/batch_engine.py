@@ -65,9 +65,14 @@ class _Job:
 
 class BatchEngine(Engine):
     def __init__(
-        self, loaded: LoadedModel, prefill_chunk: int = DEFAULT_PREFILL_CHUNK, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        loaded: LoadedModel,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_input_tokens: int | None = None,
     ):
         super().__init__(loaded, prefill_chunk)
+        self.max_input_tokens = max_input_tokens
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
@@ -82,9 +87,14 @@ class BatchEngine(Engine):
         self.max_batch_seen = 0
 
     # ---- the public interface, as Engine's -----------------------------------------------------------------
+    def _check_input_length(self, count: int) -> None:
+        if self.max_input_tokens is not None and count > self.max_input_tokens:
+            raise InvalidRequest(f"the input has {count} tokens; this server takes at most {self.max_input_tokens}")
+
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
         if not encoded.ids:
             raise InvalidRequest("nothing to write: the input is empty")
+        self._check_input_length(len(encoded.ids))
         job = self._submit(encoded.ids, encoded.message_ids, True, None, state)
         outcome = self._next_event(job)
         written = encoded.num_written if self.model.writes_messages else len(encoded.ids)
@@ -103,6 +113,7 @@ class BatchEngine(Engine):
         self, state: torch.Tensor, request: GenerationRequest, context: SequenceKV | None = None
     ) -> Iterator[TokenEvent | GenerationOutcome]:
         """As Engine.generate; `context` (owned by this call from now on) is KV to continue after."""
+        self._check_input_length(len(request.prompt_ids))
         message_ids = request.prompt_message_ids or (0,) * len(request.prompt_ids)
         job = self._submit(request.prompt_ids, message_ids, request.write_input, request, state, context)
         try:

@@ -19,3 +19,7 @@ class SessionBusy(DeltaMemError):
 
 class Draining(DeltaMemError):
     """The server is shutting down: it finishes calls in flight but takes no new ones."""
+
+
+class LimitExceeded(DeltaMemError):
+    """A configured quota (sessions per tenant, say) would be exceeded."""

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
+from deltamem.runtime.errors import InvalidRequest, LimitExceeded, SessionBusy, SessionNotFound
 
 CONTEXT_POLICIES = ("none", "full", "window")
 MAX_WINDOW_TOKENS = 1 << 20
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_BYTES = 256
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+DEFAULT_TENANT = "default"  # the one tenant of a server without API keys
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class SessionInfo:
     order: int  # creation sequence on this server: the paging key
     window_tokens: int = 0  # the window(n) policy's n; 0 for the other policies
     context_tokens: int = 0  # tokens kept as context right now
+    tenant: str = DEFAULT_TENANT  # the owner: no other tenant can see or touch the session
 
 
 @dataclass
@@ -92,9 +94,10 @@ class Mutation:
 
 
 class SessionManager:
-    def __init__(self, empty_state: torch.Tensor, store=None):
+    def __init__(self, empty_state: torch.Tensor, store=None, max_sessions_per_tenant: int | None = None):
         """`store` (a runtime.store.SessionStore, or None for memory only) receives every change before it is
         published here, and gives back every session at start."""
+        self._max_per_tenant = max_sessions_per_tenant
         self._empty = empty_state.detach().clone()
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
@@ -114,8 +117,22 @@ class SessionManager:
         if self._store is not None:
             self._store.put(info, state)
 
+    def _check_quota(self, tenant: str) -> None:
+        """Called under the lock, before a session is added for `tenant`."""
+        if self._max_per_tenant is None:
+            return
+        owned = sum(1 for e in self._entries.values() if e.info.tenant == tenant)
+        if owned >= self._max_per_tenant:
+            raise LimitExceeded(
+                f"tenant {tenant!r} already has {owned} sessions, the limit; delete some before creating more"
+            )
+
     def create(
-        self, metadata: dict[str, str] | None = None, context_policy: str = "none", window_tokens: int = 0
+        self,
+        metadata: dict[str, str] | None = None,
+        context_policy: str = "none",
+        window_tokens: int = 0,
+        tenant: str = DEFAULT_TENANT,
     ) -> SessionInfo:
         if context_policy not in CONTEXT_POLICIES:
             raise InvalidRequest(
@@ -138,29 +155,32 @@ class SessionManager:
             created_at=time.time(),
             order=next(self._created),
             window_tokens=window_tokens,
+            tenant=tenant,
         )
         with self._lock:
+            self._check_quota(tenant)
             self._persist(info, self._empty)
             self._entries[info.session_id] = _Entry(info, self._empty.clone())
         return info
 
-    def _entry(self, session_id: str) -> _Entry:
+    def _entry(self, session_id: str, tenant: str) -> _Entry:
         check_session_id(session_id)
         entry = self._entries.get(session_id)
-        if entry is None:
+        # another tenant's session is reported exactly like a missing one: nothing is revealed
+        if entry is None or entry.info.tenant != tenant:
             raise SessionNotFound(f"session {session_id} does not exist")
         return entry
 
-    def snapshot(self, session_id: str) -> tuple[SessionInfo, torch.Tensor]:
+    def snapshot(self, session_id: str, tenant: str = DEFAULT_TENANT) -> tuple[SessionInfo, torch.Tensor]:
         """A consistent (info, state) pair at the latest committed version."""
         with self._lock:
-            entry = self._entry(session_id)
+            entry = self._entry(session_id, tenant)
             return entry.info, entry.state
 
     @contextmanager
-    def mutation(self, session_id: str) -> Iterator[Mutation]:
+    def mutation(self, session_id: str, tenant: str = DEFAULT_TENANT) -> Iterator[Mutation]:
         with self._lock:
-            entry = self._entry(session_id)
+            entry = self._entry(session_id, tenant)
             if not entry.mutating.acquire(blocking=False):
                 raise SessionBusy(f"session {session_id} has another mutating call in progress; retry after it ends")
         try:
@@ -184,11 +204,14 @@ class SessionManager:
             entry.info, entry.context = info, context
             return info
 
-    def fork(self, session_id: str, metadata: dict[str, str] | None = None) -> SessionInfo:
+    def fork(
+        self, session_id: str, metadata: dict[str, str] | None = None, tenant: str = DEFAULT_TENANT
+    ) -> SessionInfo:
         """A new session with the source's committed memory; the state tensor is copied (KBs, any history)."""
         metadata = check_metadata(metadata or {})
         with self._lock:
-            source = self._entry(session_id)
+            source = self._entry(session_id, tenant)
+            self._check_quota(tenant)
             info = dataclasses.replace(
                 source.info,
                 session_id=uuid.uuid4().hex,
@@ -204,18 +227,19 @@ class SessionManager:
             self._entries[info.session_id] = _Entry(info, source.state.clone(), context=source.context)
             return info
 
-    def delete(self, session_id: str) -> None:
+    def delete(self, session_id: str, tenant: str = DEFAULT_TENANT) -> None:
         with self._lock:
-            self._entry(session_id)
+            self._entry(session_id, tenant)
             if self._store is not None:
                 self._store.delete(session_id)
             del self._entries[session_id]
 
-    def list(self, after: int | None, limit: int) -> tuple[list[SessionInfo], bool]:
-        """Up to `limit` sessions in creation order, strictly after the session whose `order` is `after`;
-        returns (page, whether more follow). A key, not an offset, so deletions never skip or repeat one."""
+    def list(self, after: int | None, limit: int, tenant: str = DEFAULT_TENANT) -> tuple[list[SessionInfo], bool]:
+        """Up to `limit` of the tenant's sessions in creation order, strictly after the session whose `order` is
+        `after`; returns (page, whether more follow). A key, not an offset, so deletions never skip or repeat."""
         with self._lock:
-            infos = sorted((e.info for e in self._entries.values()), key=lambda info: info.order)
+            owned = (e.info for e in self._entries.values() if e.info.tenant == tenant)
+            infos = sorted(owned, key=lambda info: info.order)
         if after is not None:
             infos = [info for info in infos if info.order > after]
         return infos[:limit], len(infos) > limit

@@ -54,6 +54,25 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         default=base.drain_notice_seconds,
         help="seconds of NOT_SERVING before the server stops taking calls (default %(default)s)",
     )
+    parser.add_argument(
+        "--api-keys-file",
+        type=Path,
+        default=base.api_keys_file,
+        help="'tenant key' lines; without keys (here or DELTAMEM_API_KEYS) auth is off",
+    )
+    parser.add_argument("--max-sessions-per-tenant", type=int, default=base.max_sessions_per_tenant)
+    parser.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=base.max_input_tokens,
+        help="tokens one Generate or UpdateMemory input may have (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=base.max_message_bytes,
+        help="largest request accepted (default %(default)s)",
+    )
     parser.add_argument("--log-level", default=base.log_level)
     parser.add_argument(
         "--prepare-only", action="store_true", help="convert the default model into the cache if needed, then exit"
@@ -70,6 +89,11 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         max_workers=args.max_workers,
         max_batch=args.max_batch,
         grace_seconds=args.grace,
+        api_keys_file=args.api_keys_file,
+        api_keys=base.api_keys,
+        max_sessions_per_tenant=args.max_sessions_per_tenant,
+        max_input_tokens=args.max_input_tokens,
+        max_message_bytes=args.max_message_bytes,
         drain_notice_seconds=args.drain_notice,
         log_level=args.log_level,
         prepare_only=args.prepare_only,
@@ -83,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from deltamem.runtime.batch_engine import BatchEngine
     from deltamem.runtime.default_model import DefaultModelUnavailable, prepare_default_model
     from deltamem.runtime.store import StoreMismatch
+    from deltamem.service.auth import ApiKeys
     from deltamem.service.server import open_sessions, serve_until_signalled, start_server
 
     started = time.monotonic()
@@ -99,13 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     except (DefaultModelUnavailable, FileNotFoundError, ValueError) as exc:
         log.error("cannot load the model: %s", exc)
         return 2
-    engine = BatchEngine(loaded, max_batch=config.max_batch)
+    try:
+        keys = ApiKeys.load(config.api_keys_file, config.api_keys)
+    except (OSError, ValueError) as exc:
+        log.error("cannot load API keys: %s", exc)
+        return 2
+    engine = BatchEngine(loaded, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens)
     try:
         sessions = open_sessions(engine, config)
     except StoreMismatch as exc:
         log.error("%s", exc)
         return 2
-    running = start_server(engine, config, sessions)
+    running = start_server(engine, config, sessions, keys)
+    log.info("authentication: %s", "API keys required" if keys.enabled else "off (no API keys configured)")
     # the line tests and operators wait for; it names the port actually bound
     log.info("sessions: %s (%d loaded)", config.sessions_dir if config.persist else "in memory only", sessions.count())
     log.info(

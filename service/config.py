@@ -26,6 +26,11 @@ class ServerConfig:
     grace_seconds: float = 30.0  # how long calls in flight may run on after shutdown begins
     drain_notice_seconds: float = 2.0  # NOT_SERVING, and still answering reads, before the server stops
     log_level: str = "INFO"
+    api_keys_file: Path | None = None  # `tenant key` lines; with DELTAMEM_API_KEYS, none at all = auth off
+    api_keys: str = ""  # DELTAMEM_API_KEYS: tenant:key,tenant:key
+    max_sessions_per_tenant: int = 10_000
+    max_input_tokens: int = 32_768  # per Generate or UpdateMemory call
+    max_message_bytes: int = 16 << 20  # largest request the server accepts
     prepare_only: bool = False
 
     def __post_init__(self) -> None:
@@ -35,6 +40,8 @@ class ServerConfig:
             raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
         if self.grace_seconds < 0 or self.drain_notice_seconds < 0:
             raise ValueError("grace_seconds and drain_notice_seconds must be >= 0")
+        if self.max_sessions_per_tenant < 1 or self.max_input_tokens < 1:
+            raise ValueError("max_sessions_per_tenant and max_input_tokens must be >= 1")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
@@ -49,7 +56,8 @@ class ServerConfig:
     @classmethod
     def from_env(cls) -> ServerConfig:
         """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _MAX_WORKERS,
-        _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL."""
+        _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL, _API_KEYS_FILE, _API_KEYS,
+        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS."""
         env = os.environ
         return cls(
             host=env.get("DELTAMEM_HOST", cls.host),
@@ -63,4 +71,8 @@ class ServerConfig:
             grace_seconds=float(env.get("DELTAMEM_GRACE_SECONDS", cls.grace_seconds)),
             drain_notice_seconds=float(env.get("DELTAMEM_DRAIN_NOTICE_SECONDS", cls.drain_notice_seconds)),
             log_level=env.get("DELTAMEM_LOG_LEVEL", cls.log_level),
+            api_keys_file=Path(env["DELTAMEM_API_KEYS_FILE"]) if env.get("DELTAMEM_API_KEYS_FILE") else None,
+            api_keys=env.get("DELTAMEM_API_KEYS", ""),
+            max_sessions_per_tenant=int(env.get("DELTAMEM_MAX_SESSIONS_PER_TENANT", cls.max_sessions_per_tenant)),
+            max_input_tokens=int(env.get("DELTAMEM_MAX_INPUT_TOKENS", cls.max_input_tokens)),
         )

@@ -8,7 +8,8 @@ import logging
 
 import grpc
 
-from deltamem.runtime.errors import Draining, InvalidRequest, SessionBusy, SessionNotFound
+from deltamem.runtime.errors import Draining, InvalidRequest, LimitExceeded, SessionBusy, SessionNotFound
+from deltamem.service.auth import Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,8 @@ _STATUS = (
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
     (Draining, grpc.StatusCode.UNAVAILABLE),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
 
 

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from deltamem.runtime.engine import Engine
 from deltamem.runtime.sessions import SessionManager
 from deltamem.runtime.store import SqliteStore
+from deltamem.service.auth import ApiKeys
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
 from deltamem.v1 import memory_service_pb2 as pb
@@ -52,22 +53,30 @@ class RunningServer:
 def open_sessions(engine: Engine, config: ServerConfig) -> SessionManager:
     """The session manager, backed by the durable store in the data directory unless the config says not."""
     if not config.persist:
-        return SessionManager(engine.empty_state())
+        return SessionManager(engine.empty_state(), max_sessions_per_tenant=config.max_sessions_per_tenant)
     identity = {
         "backbone": engine.backbone_fingerprint,
         "adapter": engine.adapter_fingerprint,
         "state_shape": "x".join(map(str, engine.empty_state().shape)),
     }
-    return SessionManager(engine.empty_state(), SqliteStore(config.sessions_dir, identity))
+    store = SqliteStore(config.sessions_dir, identity)
+    return SessionManager(engine.empty_state(), store, config.max_sessions_per_tenant)
 
 
-def start_server(engine: Engine, config: ServerConfig, sessions: SessionManager | None = None) -> RunningServer:
-    """Serve `engine` (with `sessions`, by default memory-only ones) on config.address."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.max_workers))
+def start_server(
+    engine: Engine, config: ServerConfig, sessions: SessionManager | None = None, keys: ApiKeys | None = None
+) -> RunningServer:
+    """Serve `engine` (with `sessions`, by default memory-only ones, and API `keys`, by default none) on
+    config.address."""
+    limits = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.max_workers), options=limits)
     from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
     sessions = sessions if sessions is not None else SessionManager(engine.empty_state())
-    servicer = MemoryServicer(engine, sessions)
+    servicer = MemoryServicer(engine, sessions, keys)
     pb_grpc.add_MemoryServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

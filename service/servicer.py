@@ -12,6 +12,7 @@ from deltamem.runtime.errors import Draining, InvalidRequest
 from deltamem.runtime.session_calls import TurnResult, generate_in_session, write_in_session
 from deltamem.runtime.sessions import SessionManager, check_session_id
 from deltamem.service import convert
+from deltamem.service.auth import ApiKeys
 from deltamem.service.errors import map_errors
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
@@ -29,10 +30,14 @@ class CallAbandoned(Exception):
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
-    def __init__(self, engine: BatchEngine, sessions: SessionManager):
+    def __init__(self, engine: BatchEngine, sessions: SessionManager, keys: ApiKeys | None = None):
         self.engine = engine
         self.sessions = sessions
+        self.keys = keys or ApiKeys({})
         self.draining = False  # set at shutdown: calls that change sessions are refused, reads still served
+
+    def _tenant(self, context) -> str:
+        return self.keys.tenant(context.invocation_metadata())
 
     def _accepting(self) -> None:
         if self.draining:
@@ -42,7 +47,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def CreateSession(self, request, context):
         self._accepting()
         info = self.sessions.create(
-            dict(request.metadata), convert.context_policy(request.context_policy), request.window_tokens
+            dict(request.metadata),
+            convert.context_policy(request.context_policy),
+            request.window_tokens,
+            tenant=self._tenant(context),
         )
         return pb.CreateSessionResponse(session=convert.session(info))
 
@@ -66,7 +74,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             ignore_end_of_turn=request.ignore_end_of_turn,
         )
         turn = convert.turn(self.engine, request.input)
-        with self.sessions.mutation(request.session_id) as mutation:
+        with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
             calls = generate_in_session(self.engine, mutation, turn, options, context.is_active)
             try:
                 for event in calls:
@@ -90,7 +98,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self._accepting()
         check_session_id(request.session_id)
         turn = convert.turn(self.engine, request.input)
-        with self.sessions.mutation(request.session_id) as mutation:
+        with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
             committed = write_in_session(self.engine, mutation, turn, context.is_active)
         if committed is None:
             context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled; nothing was written")
@@ -99,7 +107,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     @map_errors
     def ReadState(self, request, context):
-        info, state = self.sessions.snapshot(request.session_id)
+        info, state = self.sessions.snapshot(request.session_id, self._tenant(context))
         return pb.ReadStateResponse(
             session=convert.session(info),
             state=convert.memory_state(state, self.engine, request.summary_only),
@@ -108,13 +116,13 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     @map_errors
     def ForkSession(self, request, context):
         self._accepting()
-        info = self.sessions.fork(request.session_id, dict(request.metadata))
+        info = self.sessions.fork(request.session_id, dict(request.metadata), self._tenant(context))
         return pb.ForkSessionResponse(session=convert.session(info))
 
     @map_errors
     def DeleteSession(self, request, context):
         self._accepting()
-        self.sessions.delete(request.session_id)
+        self.sessions.delete(request.session_id, self._tenant(context))
         return pb.DeleteSessionResponse()
 
     @map_errors
@@ -122,7 +130,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         if request.page_size > MAX_PAGE_SIZE:
             raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}, got {request.page_size}")
         after = convert.page_key(request.page_token)
-        page, has_more = self.sessions.list(after, request.page_size or DEFAULT_PAGE_SIZE)
+        page, has_more = self.sessions.list(after, request.page_size or DEFAULT_PAGE_SIZE, self._tenant(context))
         return pb.ListSessionsResponse(
             sessions=[convert.session(info) for info in page],
             next_page_token=convert.page_token(page[-1]) if has_more else "",

@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="server address (default: $DELTAMEM_TARGET or %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=None, help="deadline per call in seconds")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("DELTAMEM_API_KEY"),
+        help="API key for servers with tenants (default: $DELTAMEM_API_KEY)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the server (arguments pass through to deltamem-server)", add_help=False)
     create = sub.add_parser("create", help="create a session and print its id")
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if "serve" in argv[:1]:
         return _serve(argv[1:])
     args = build_parser().parse_args(argv)
-    with MemoryClient(args.target, timeout=args.timeout) as client:
+    with MemoryClient(args.target, timeout=args.timeout, api_key=args.api_key) as client:
         try:
             if args.command == "create":
                 metadata = dict(item.split("=", 1) for item in args.meta)

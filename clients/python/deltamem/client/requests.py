@@ -62,3 +62,8 @@ def generate_request(
         write_mode=int(write_mode),
         ignore_end_of_turn=ignore_end_of_turn,
     )
+
+
+def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying an API key, or none."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 import grpc
 
-from deltamem.client.requests import Prompt, generate_request, to_input
+from deltamem.client.requests import Prompt, auth_metadata, generate_request, to_input
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
@@ -41,8 +41,15 @@ class GenerationStream:
 
 class MemoryClient:
     def __init__(
-        self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None, timeout: float | None = None
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        channel: grpc.Channel | None = None,
+        timeout: float | None = None,
+        api_key: str | None = None,
     ):
+        """`api_key` goes with every call as `authorization: Bearer KEY` (servers with tenants need one)."""
+        self._metadata = auth_metadata(api_key)
         self._channel = channel or grpc.insecure_channel(target)
         self._stub = pb_grpc.MemoryServiceStub(self._channel)
         self.timeout = timeout
@@ -60,38 +67,48 @@ class MemoryClient:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
 
     def create_session(self, metadata: Mapping[str, str] | None = None) -> pb.Session:
-        return self._stub.CreateSession(pb.CreateSessionRequest(metadata=metadata or {}), timeout=self.timeout).session
+        return self._stub.CreateSession(
+            pb.CreateSessionRequest(metadata=metadata or {}), timeout=self.timeout, metadata=self._metadata
+        ).session
 
     def generate(self, session_id: str, prompt: Prompt, **options) -> GenerationStream:
         """Start a streamed generation; options as in requests.generate_request (max_new_tokens, temperature,
         top_p, top_k, seed, stop, write_mode, ignore_end_of_turn) plus `timeout`."""
         timeout = options.pop("timeout", self.timeout)
-        return GenerationStream(self._stub.Generate(generate_request(session_id, prompt, **options), timeout=timeout))
+        return GenerationStream(
+            self._stub.Generate(
+                generate_request(session_id, prompt, **options), timeout=timeout, metadata=self._metadata
+            )
+        )
 
     def generate_text(self, session_id: str, prompt: Prompt, **options) -> pb.GenerateResult:
         return self.generate(session_id, prompt, **options).finish()
 
     def update_memory(self, session_id: str, prompt: Prompt) -> pb.UpdateMemoryResponse:
         request = pb.UpdateMemoryRequest(session_id=session_id, input=to_input(prompt))
-        return self._stub.UpdateMemory(request, timeout=self.timeout)
+        return self._stub.UpdateMemory(request, timeout=self.timeout, metadata=self._metadata)
 
     def read_state(self, session_id: str, summary_only: bool = False) -> pb.ReadStateResponse:
         request = pb.ReadStateRequest(session_id=session_id, summary_only=summary_only)
-        return self._stub.ReadState(request, timeout=self.timeout)
+        return self._stub.ReadState(request, timeout=self.timeout, metadata=self._metadata)
 
     def fork_session(self, session_id: str, metadata: Mapping[str, str] | None = None) -> pb.Session:
         request = pb.ForkSessionRequest(session_id=session_id, metadata=metadata or {})
-        return self._stub.ForkSession(request, timeout=self.timeout).session
+        return self._stub.ForkSession(request, timeout=self.timeout, metadata=self._metadata).session
 
     def delete_session(self, session_id: str) -> None:
-        self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout)
+        self._stub.DeleteSession(
+            pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout, metadata=self._metadata
+        )
 
     def list_sessions(self, page_size: int = 0) -> Iterator[pb.Session]:
         """Every session, following pages."""
         token = ""
         while True:
             page = self._stub.ListSessions(
-                pb.ListSessionsRequest(page_size=page_size, page_token=token), timeout=self.timeout
+                pb.ListSessionsRequest(page_size=page_size, page_token=token),
+                timeout=self.timeout,
+                metadata=self._metadata,
             )
             yield from page.sessions
             token = page.next_page_token

@@ -1,0 +1,107 @@
+"""API keys, tenant isolation and limits on a real server."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from deltamem.client import MemoryClient
+
+KEY_A = "alpha-key-0123456789abcdef"
+KEY_B = "bravo-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def tenant_server(start_server_process, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tenants")
+    (root / "keys").write_text(f"# tenant key\nalpha {KEY_A}\nbravo {KEY_B}\n")
+    proc = start_server_process(
+        "--data-dir", str(root / "sessions"), "--api-keys-file", str(root / "keys"),
+        "--max-sessions-per-tenant", "3", "--max-input-tokens", "64", "--max-message-bytes", "1000000",
+    )  # fmt: skip
+    yield f"127.0.0.1:{proc.port}"
+    proc.stop()
+
+
+def status(call):
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code(), err.value.details()
+
+
+def test_calls_need_a_valid_key_but_health_does_not(tenant_server):
+    with MemoryClient(tenant_server, timeout=60) as anonymous:
+        code, details = status(anonymous.create_session)
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "API key" in details
+    with MemoryClient(tenant_server, timeout=60, api_key="wrong-key-0123456789abcdef") as wrong:
+        assert status(lambda: list(wrong.list_sessions()))[0] == grpc.StatusCode.UNAUTHENTICATED
+    with grpc.insecure_channel(tenant_server) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_no_tenant_sees_or_touches_another_tenants_session(tenant_server):
+    with (
+        MemoryClient(tenant_server, timeout=60, api_key=KEY_A) as a,
+        MemoryClient(tenant_server, timeout=60, api_key=KEY_B) as b,
+    ):
+        mine = a.create_session().session_id
+        a.update_memory(mine, "Alpha's secret plan.")
+        before = a.read_state(mine)
+        unknown = "0" * 32
+        calls = [
+            lambda s: b.read_state(s),
+            lambda s: b.fork_session(s),
+            lambda s: b.delete_session(s),
+            lambda s: b.update_memory(s, "overwrite"),
+            lambda s: b.generate_text(s, "hello", max_new_tokens=2),
+        ]
+        for call in calls:
+            code, details = status(lambda call=call: call(mine))
+            unknown_code, unknown_details = status(lambda call=call: call(unknown))
+            # exactly what a session that does not exist gives: nothing is revealed
+            assert code == unknown_code == grpc.StatusCode.NOT_FOUND
+            assert details.replace(mine, "ID") == unknown_details.replace(unknown, "ID")
+        assert mine not in {s.session_id for s in b.list_sessions()}
+        after = a.read_state(mine)
+        assert after.session.memory_version == before.session.memory_version == 1
+        assert after.state.checksum == before.state.checksum
+        a.delete_session(mine)
+
+
+def test_limits_have_their_own_statuses(tenant_server):
+    with MemoryClient(tenant_server, timeout=60, api_key=KEY_B) as b:
+        sessions = [b.create_session().session_id for _ in range(2)]
+        sessions.append(b.fork_session(sessions[0]).session_id)
+        code, details = status(b.create_session)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit" in details
+        assert status(lambda: b.fork_session(sessions[0]))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        code, details = status(lambda: b.update_memory(sessions[0], list(range(100, 200))))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 64" in details
+        code, details = status(lambda: b.generate_text(sessions[0], list(range(100, 200)), max_new_tokens=2))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 64" in details
+        code, _ = status(lambda: b.update_memory(sessions[0], "x" * 2_000_000))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert b.read_state(sessions[0]).session.memory_version == 0  # none of it changed anything
+        for session in sessions:
+            b.delete_session(session)
+        b.create_session()  # room again
+
+
+def test_async_client_sends_its_key(tenant_server):
+    import asyncio
+
+    from deltamem.client import AsyncMemoryClient
+
+    async def scenario():
+        async with AsyncMemoryClient(tenant_server, timeout=60, api_key=KEY_A) as a:
+            session = (await a.create_session()).session_id
+            result = await a.generate_text(session, "Hi", max_new_tokens=2)
+            listed = [s.session_id async for s in a.list_sessions()]
+            await a.delete_session(session)
+            return result, listed, session
+
+    result, listed, session = asyncio.run(scenario())
+    assert result.memory_version == 1 and session in listed
