@@ -23,3 +23,7 @@ class Draining(DeltaMemError):
 
 class LimitExceeded(DeltaMemError):
     """A configured quota (sessions per tenant, say) would be exceeded."""
+
+
+class StateMismatch(DeltaMemError):
+    """An imported memory was made for another backbone, adapter or state shape."""

@@ -8,7 +8,7 @@ import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deltamem.runtime.engine import Engine
-from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.errors import InvalidRequest, StateMismatch
 from deltamem.runtime.sampling import SamplingParams
 from deltamem.runtime.session_calls import Turn, TurnResult
 from deltamem.runtime.sessions import SessionInfo
@@ -105,6 +105,39 @@ def session(info: SessionInfo) -> pb.Session:
         window_tokens=info.window_tokens,
         context_tokens=info.context_tokens,
     )
+
+
+def imported_state(message: pb.MemoryState, engine: Engine) -> torch.Tensor:
+    """The tensor an exported MemoryState holds, after checking that it is whole, intact and made for this
+    server's backbone, adapter and state shape."""
+    expected_shape = list(engine.empty_state().shape)
+    if message.backbone_fingerprint != engine.backbone_fingerprint:
+        raise StateMismatch(
+            f"the memory was made for backbone {message.backbone_fingerprint or '(none)'}; "
+            f"this server runs {engine.backbone_fingerprint}"
+        )
+    if message.adapter_fingerprint != engine.adapter_fingerprint:
+        raise StateMismatch(
+            f"the memory was made for adapter {message.adapter_fingerprint or '(none)'}; "
+            f"this server runs {engine.adapter_fingerprint}"
+        )
+    if list(message.shape) != expected_shape:
+        raise StateMismatch(f"the memory has shape {list(message.shape)}; this server's is {expected_shape}")
+    if message.dtype != "float32":
+        raise InvalidRequest(f"the memory's dtype is {message.dtype!r}; only 'float32' is accepted")
+    per_layer = expected_shape[1] * expected_shape[2] * expected_shape[3]
+    if len(message.layers) != expected_shape[0] or any(len(layer.values) != per_layer for layer in message.layers):
+        raise InvalidRequest(
+            f"the memory must give {expected_shape[0]} layers of {per_layer} values each "
+            "(a ReadState with summary_only has none)"
+        )
+    values = [value for layer in message.layers for value in layer.values]
+    state = torch.tensor(values, dtype=torch.float32).view(expected_shape)
+    if state_checksum(state) != message.checksum:
+        raise InvalidRequest("the memory's values do not match its checksum: it was altered or truncated")
+    if not bool(torch.isfinite(state).all()):
+        raise InvalidRequest("the memory holds values that are not finite")
+    return state
 
 
 def state_checksum(state: torch.Tensor) -> str:

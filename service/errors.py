@@ -8,7 +8,14 @@ import logging
 
 import grpc
 
-from deltamem.runtime.errors import Draining, InvalidRequest, LimitExceeded, SessionBusy, SessionNotFound
+from deltamem.runtime.errors import (
+    Draining,
+    InvalidRequest,
+    LimitExceeded,
+    SessionBusy,
+    SessionNotFound,
+    StateMismatch,
+)
 from deltamem.service.auth import Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -19,6 +26,7 @@ _STATUS = (
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
     (Draining, grpc.StatusCode.UNAVAILABLE),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StateMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
 

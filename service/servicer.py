@@ -126,6 +126,23 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         return pb.DeleteSessionResponse()
 
     @map_errors
+    def ImportState(self, request, context):
+        self._accepting()
+        tenant = self._tenant(context)
+        state = convert.imported_state(request.state, self.engine)
+        created = None
+        if not request.session_id:
+            created = self.sessions.create(dict(request.metadata), tenant=tenant).session_id
+        try:
+            with self.sessions.mutation(request.session_id or created, tenant) as mutation:
+                info = mutation.commit(state.to(mutation.state.device), 0, None)
+        except Exception:
+            if created is not None:  # no half-made session is left behind
+                self.sessions.delete(created, tenant)
+            raise
+        return pb.ImportStateResponse(session=convert.session(info))
+
+    @map_errors
     def ListSessions(self, request, context):
         if request.page_size > MAX_PAGE_SIZE:
             raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}, got {request.page_size}")

@@ -56,6 +56,7 @@ def test_no_tenant_sees_or_touches_another_tenants_session(tenant_server):
             lambda s: b.delete_session(s),
             lambda s: b.update_memory(s, "overwrite"),
             lambda s: b.generate_text(s, "hello", max_new_tokens=2),
+            lambda s: b.import_state(before.state, session_id=s),
         ]
         for call in calls:
             code, details = status(lambda call=call: call(mine))

@@ -88,6 +88,13 @@ class AsyncMemoryClient:
         request = pb.ForkSessionRequest(session_id=session_id, metadata=metadata or {})
         return (await self._stub.ForkSession(request, timeout=self.timeout, metadata=self._metadata)).session
 
+    async def import_state(
+        self, state: pb.MemoryState, session_id: str = "", metadata: Mapping[str, str] | None = None
+    ) -> pb.Session:
+        """Load a memory exported by read_state into `session_id` (a new session if empty)."""
+        request = pb.ImportStateRequest(session_id=session_id, state=state, metadata=metadata or {})
+        return (await self._stub.ImportState(request, timeout=self.timeout, metadata=self._metadata)).session
+
     async def delete_session(self, session_id: str) -> None:
         await self._stub.DeleteSession(
             pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout, metadata=self._metadata

@@ -96,6 +96,13 @@ class MemoryClient:
         request = pb.ForkSessionRequest(session_id=session_id, metadata=metadata or {})
         return self._stub.ForkSession(request, timeout=self.timeout, metadata=self._metadata).session
 
+    def import_state(
+        self, state: pb.MemoryState, session_id: str = "", metadata: Mapping[str, str] | None = None
+    ) -> pb.Session:
+        """Load a memory exported by read_state into `session_id` (a new session if empty)."""
+        request = pb.ImportStateRequest(session_id=session_id, state=state, metadata=metadata or {})
+        return (self._stub.ImportState(request, timeout=self.timeout, metadata=self._metadata)).session
+
     def delete_session(self, session_id: str) -> None:
         self._stub.DeleteSession(
             pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout, metadata=self._metadata

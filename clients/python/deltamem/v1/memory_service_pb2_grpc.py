@@ -72,6 +72,11 @@ class MemoryServiceStub:
                 request_serializer=deltamem_dot_v1_dot_memory__service__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=deltamem_dot_v1_dot_memory__service__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.ImportState = channel.unary_unary(
+                '/deltamem.v1.MemoryService/ImportState',
+                request_serializer=deltamem_dot_v1_dot_memory__service__pb2.ImportStateRequest.SerializeToString,
+                response_deserializer=deltamem_dot_v1_dot_memory__service__pb2.ImportStateResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -131,6 +136,14 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportState(self, request, context):
+        """ImportState loads a memory exported by ReadState (from this or another server with the same backbone and
+        adapter) into a session, as one mutation. Fingerprints, shape, dtype and checksum are verified first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +181,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=deltamem_dot_v1_dot_memory__service__pb2.ListSessionsRequest.FromString,
                     response_serializer=deltamem_dot_v1_dot_memory__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'ImportState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportState,
+                    request_deserializer=deltamem_dot_v1_dot_memory__service__pb2.ImportStateRequest.FromString,
+                    response_serializer=deltamem_dot_v1_dot_memory__service__pb2.ImportStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +380,33 @@ class MemoryService:
             '/deltamem.v1.MemoryService/ListSessions',
             deltamem_dot_v1_dot_memory__service__pb2.ListSessionsRequest.SerializeToString,
             deltamem_dot_v1_dot_memory__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deltamem.v1.MemoryService/ImportState',
+            deltamem_dot_v1_dot_memory__service__pb2.ImportStateRequest.SerializeToString,
+            deltamem_dot_v1_dot_memory__service__pb2.ImportStateResponse.FromString,
             options,
             channel_credentials,
             insecure,
