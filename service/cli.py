@@ -73,31 +73,45 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         default=base.max_message_bytes,
         help="largest request accepted (default %(default)s)",
     )
+    parser.add_argument("--tls-cert", type=Path, default=base.tls_cert, help="PEM certificate chain (enables TLS)")
+    parser.add_argument("--tls-key", type=Path, default=base.tls_key, help="PEM private key")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=base.tls_client_ca,
+        help="PEM CA bundle; clients must present a certificate it signed (mutual TLS)",
+    )
     parser.add_argument("--log-level", default=base.log_level)
     parser.add_argument(
         "--prepare-only", action="store_true", help="convert the default model into the cache if needed, then exit"
     )
     args = parser.parse_args(argv)
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        model_dir=args.model,
-        adapter_dir=args.adapter,
-        cache_dir=args.cache_dir,
-        data_dir=args.data_dir,
-        persist=not args.ephemeral,
-        max_workers=args.max_workers,
-        max_batch=args.max_batch,
-        grace_seconds=args.grace,
-        api_keys_file=args.api_keys_file,
-        api_keys=base.api_keys,
-        max_sessions_per_tenant=args.max_sessions_per_tenant,
-        max_input_tokens=args.max_input_tokens,
-        max_message_bytes=args.max_message_bytes,
-        drain_notice_seconds=args.drain_notice,
-        log_level=args.log_level,
-        prepare_only=args.prepare_only,
-    )
+    try:
+        return ServerConfig(
+            host=args.host,
+            port=args.port,
+            model_dir=args.model,
+            adapter_dir=args.adapter,
+            cache_dir=args.cache_dir,
+            data_dir=args.data_dir,
+            persist=not args.ephemeral,
+            max_workers=args.max_workers,
+            max_batch=args.max_batch,
+            grace_seconds=args.grace,
+            api_keys_file=args.api_keys_file,
+            api_keys=base.api_keys,
+            max_sessions_per_tenant=args.max_sessions_per_tenant,
+            max_input_tokens=args.max_input_tokens,
+            max_message_bytes=args.max_message_bytes,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            drain_notice_seconds=args.drain_notice,
+            log_level=args.log_level,
+            prepare_only=args.prepare_only,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     running = start_server(engine, config, sessions, keys)
     log.info("authentication: %s", "API keys required" if keys.enabled else "off (no API keys configured)")
+    transport = "mutual TLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext"
+    log.info("transport: %s", transport)
     # the line tests and operators wait for; it names the port actually bound
     log.info("sessions: %s (%d loaded)", config.sessions_dir if config.persist else "in memory only", sessions.count())
     log.info(

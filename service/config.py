@@ -31,6 +31,9 @@ class ServerConfig:
     max_sessions_per_tenant: int = 10_000
     max_input_tokens: int = 32_768  # per Generate or UpdateMemory call
     max_message_bytes: int = 16 << 20  # largest request the server accepts
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the server speaks TLS only
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
     prepare_only: bool = False
 
     def __post_init__(self) -> None:
@@ -42,6 +45,10 @@ class ServerConfig:
             raise ValueError("grace_seconds and drain_notice_seconds must be >= 0")
         if self.max_sessions_per_tenant < 1 or self.max_input_tokens < 1:
             raise ValueError("max_sessions_per_tenant and max_input_tokens must be >= 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("mutual TLS (a client CA) needs the server's own certificate and key too")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
@@ -57,7 +64,7 @@ class ServerConfig:
     def from_env(cls) -> ServerConfig:
         """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _MAX_WORKERS,
         _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL, _API_KEYS_FILE, _API_KEYS,
-        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS."""
+        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS, _TLS_CERT, _TLS_KEY, _TLS_CLIENT_CA."""
         env = os.environ
         return cls(
             host=env.get("DELTAMEM_HOST", cls.host),
@@ -75,4 +82,7 @@ class ServerConfig:
             api_keys=env.get("DELTAMEM_API_KEYS", ""),
             max_sessions_per_tenant=int(env.get("DELTAMEM_MAX_SESSIONS_PER_TENANT", cls.max_sessions_per_tenant)),
             max_input_tokens=int(env.get("DELTAMEM_MAX_INPUT_TOKENS", cls.max_input_tokens)),
+            tls_cert=Path(env["DELTAMEM_TLS_CERT"]) if env.get("DELTAMEM_TLS_CERT") else None,
+            tls_key=Path(env["DELTAMEM_TLS_KEY"]) if env.get("DELTAMEM_TLS_KEY") else None,
+            tls_client_ca=Path(env["DELTAMEM_TLS_CLIENT_CA"]) if env.get("DELTAMEM_TLS_CLIENT_CA") else None,
         )

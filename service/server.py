@@ -63,6 +63,16 @@ def open_sessions(engine: Engine, config: ServerConfig) -> SessionManager:
     return SessionManager(engine.empty_state(), store, config.max_sessions_per_tenant)
 
 
+def tls_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    """TLS with the configured certificate; with a client CA, clients must present a certificate it signed."""
+    client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 def start_server(
     engine: Engine, config: ServerConfig, sessions: SessionManager | None = None, keys: ApiKeys | None = None
 ) -> RunningServer:
@@ -81,7 +91,11 @@ def start_server(
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(config.address)
+    port = (
+        server.add_secure_port(config.address, tls_credentials(config))
+        if config.tls_cert
+        else (server.add_insecure_port(config.address))
+    )
     if port == 0:
         raise OSError(f"could not bind {config.address}")
     server.start()

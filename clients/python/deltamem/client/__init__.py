@@ -3,7 +3,7 @@
 from deltamem.client.aio import AsyncMemoryClient
 from deltamem.client.requests import Prompt, WriteMode
 from deltamem.client.state import state_values, verify_checksum
-from deltamem.client.sync import GenerationStream, MemoryClient
+from deltamem.client.sync import GenerationStream, MemoryClient, tls_channel, tls_credentials
 
 __all__ = [
     "AsyncMemoryClient",
@@ -12,5 +12,7 @@ __all__ = [
     "Prompt",
     "WriteMode",
     "state_values",
+    "tls_channel",
+    "tls_credentials",
     "verify_checksum",
 ]

@@ -10,7 +10,7 @@ import sys
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from deltamem.client.sync import DEFAULT_TARGET, MemoryClient
+from deltamem.client.sync import DEFAULT_TARGET, MemoryClient, tls_channel
 
 
 def _serve(argv: list[str]) -> int:
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if "serve" in argv[:1]:
         return _serve(argv[1:])
     args = build_parser().parse_args(argv)
-    with MemoryClient(args.target, timeout=args.timeout, api_key=args.api_key) as client:
+    channel = tls_channel(args.target, args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca else None
+    with MemoryClient(args.target, channel=channel, timeout=args.timeout, api_key=args.api_key) as client:
         try:
             if args.command == "create":
                 metadata = dict(item.split("=", 1) for item in args.meta)

@@ -39,6 +39,21 @@ class GenerationStream:
         return self.result
 
 
+def tls_channel(
+    target: str, ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.Channel:
+    """A TLS channel: `ca_file` verifies the server (None: the system roots); `cert_file` and `key_file` are the
+    client's own certificate for servers that require mutual TLS."""
+    return grpc.secure_channel(target, tls_credentials(ca_file, cert_file, key_file))
+
+
+def tls_credentials(ca_file=None, cert_file=None, key_file=None) -> grpc.ChannelCredentials:
+    def read(path):
+        return open(path, "rb").read() if path else None  # noqa: SIM115 - tiny files, read once
+
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+
+
 class MemoryClient:
     def __init__(
         self,
