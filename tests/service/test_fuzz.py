@@ -1,0 +1,119 @@
+"""Property test of the gRPC inputs: whatever a client sends, the server answers with a deliberate status (never
+INTERNAL or UNKNOWN) and keeps serving. Derandomised, so a run is reproducible."""
+
+from __future__ import annotations
+
+import grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deltamem.v1 import memory_service_pb2 as pb
+from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
+
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+ALLOWED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+ids = st.one_of(st.text(max_size=40), st.just(""), st.just("0" * 32), st.from_regex(r"[0-9a-f]{32}", fullmatch=True))
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, 0.5, 1.0, -1.0]))
+roles = st.one_of(st.sampled_from(["user", "assistant", "system"]), st.text(max_size=10))
+messages = st.lists(st.builds(pb.ChatMessage, role=roles, content=st.text(max_size=60)), max_size=3)
+token_ids = st.lists(st.integers(min_value=0, max_value=2**32 - 1), max_size=20)
+inputs = st.one_of(
+    st.builds(pb.Input),
+    st.builds(lambda t: pb.Input(text=t), st.text(max_size=80)),
+    st.builds(lambda m: pb.Input(messages=pb.ChatMessages(messages=m)), messages),
+    st.builds(lambda t: pb.Input(token_ids=pb.TokenIds(ids=t)), token_ids),
+)
+enums = st.integers(min_value=-3, max_value=9)
+metadata = st.dictionaries(st.text(max_size=300), st.text(max_size=300), max_size=3)
+
+
+def call(stub_method, request):
+    try:
+        response = stub_method(request, timeout=60)
+        if hasattr(response, "__iter__") and not hasattr(response, "ListFields"):
+            list(response)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as err:
+        return err.code()
+
+
+def real_session(stub) -> str:
+    return stub.CreateSession(pb.CreateSessionRequest()).session.session_id
+
+
+@FUZZ
+@given(
+    session=st.one_of(ids, st.just("REAL")),
+    input_=inputs,
+    temperature=floats,
+    top_p=floats,
+    top_k=st.integers(min_value=0, max_value=2**32 - 1),
+    max_new_tokens=st.sampled_from([1, 2, 3, 4097, 2**32 - 1]),
+    stop=st.lists(st.text(max_size=300), max_size=10),
+    write_mode=enums,
+)
+def test_generate_inputs(address, session, input_, temperature, top_p, top_k, max_new_tokens, stop, write_mode):
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.MemoryServiceStub(channel)
+        request = pb.GenerateRequest(
+            session_id=real_session(stub) if session == "REAL" else session,
+            input=input_,
+            sampling=pb.SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k),
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            write_mode=write_mode,
+        )
+        assert call(stub.Generate, request) in ALLOWED
+
+
+@FUZZ
+@given(session=st.one_of(ids, st.just("REAL")), input_=inputs)
+def test_update_memory_inputs(address, session, input_):
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.MemoryServiceStub(channel)
+        session_id = real_session(stub) if session == "REAL" else session
+        assert call(stub.UpdateMemory, pb.UpdateMemoryRequest(session_id=session_id, input=input_)) in ALLOWED
+
+
+@FUZZ
+@given(
+    policy=enums,
+    window=st.integers(min_value=0, max_value=2**32 - 1),
+    meta=metadata,
+    session=ids,
+    page_size=st.integers(min_value=0, max_value=2**32 - 1),
+    token=st.text(max_size=30),
+    summary=st.booleans(),
+    shape=st.lists(st.integers(min_value=0, max_value=64), max_size=5),
+    values=st.lists(st.floats(width=32), max_size=70),
+    checksum=st.text(max_size=64),
+)
+def test_session_rpcs_inputs(
+    address, policy, window, meta, session, page_size, token, summary, shape, values, checksum
+):
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.MemoryServiceStub(channel)
+        state = pb.MemoryState(shape=shape, dtype="float32", layers=[pb.LayerState(values=values)], checksum=checksum)
+        codes = [
+            call(
+                stub.CreateSession, pb.CreateSessionRequest(context_policy=policy, window_tokens=window, metadata=meta)
+            ),
+            call(stub.ReadState, pb.ReadStateRequest(session_id=session, summary_only=summary)),
+            call(stub.ForkSession, pb.ForkSessionRequest(session_id=session, metadata=meta)),
+            call(stub.DeleteSession, pb.DeleteSessionRequest(session_id=session)),
+            call(stub.ListSessions, pb.ListSessionsRequest(page_size=page_size, page_token=token)),
+            call(stub.ImportState, pb.ImportStateRequest(session_id=session, state=state, metadata=meta)),
+        ]
+        assert set(codes) <= ALLOWED, codes
