@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 STAMP := $(VENV)/.installed
 
-.PHONY: install model serve test test-fast proto lint clean
+.PHONY: install model system-deps serve test test-fast proto lint clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +26,15 @@ model: install
 serve: model
 	$(VENV)/bin/deltamem-server --host $(HOST) --port $(PORT)
 
-test: model
+# a real redis-server for the Redis store tests (Debian's package); without it those tests skip, saying why
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt) for the Redis store tests"; \
+	  apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1; } || \
+	  echo "could not install redis-server: the Redis store tests will be skipped"; }
+
+test: model system-deps
 	$(VENV)/bin/pytest -q
 
 test-fast: install

@@ -7,14 +7,13 @@ succeeded; anything else (an error, a cancelled stream) leaves the session exact
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -44,14 +43,6 @@ class SessionInfo:
     tenant: str = DEFAULT_TENANT  # the owner: no other tenant can see or touch the session
 
 
-@dataclass
-class _Entry:
-    info: SessionInfo
-    state: torch.Tensor  # [L, N, r, r] fp32; replaced, never modified in place
-    mutating: threading.Lock = field(default_factory=threading.Lock)
-    context: object | None = None  # a SessionContext for the full and window policies; replaced, never modified
-
-
 def check_session_id(session_id: str) -> str:
     if not session_id:
         raise InvalidRequest("session_id is required")
@@ -75,12 +66,11 @@ def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
 class Mutation:
     """Exclusive access to one session for one call; `commit` publishes the new state as version n+1."""
 
-    def __init__(self, manager: SessionManager, entry: _Entry):
+    def __init__(self, manager: SessionManager, info: SessionInfo, state: torch.Tensor, context):
         self._manager = manager
-        self._entry = entry
-        self.info = entry.info
-        self.state = entry.state
-        self.context = entry.context
+        self.info = info
+        self.state = state
+        self.context = context
         self.committed: SessionInfo | None = None
 
     def commit(self, new_state: torch.Tensor | None, tokens_written: int, context: object | None = None) -> SessionInfo:
@@ -89,43 +79,53 @@ class Mutation:
         if self.committed is not None:
             raise RuntimeError("a mutation commits at most once")
         state = None if new_state is None else new_state.detach().clone()
-        self.committed = self._manager._publish(self._entry, state, tokens_written, context)
+        self.committed = self._manager._publish(self.info, state, tokens_written, context)
         return self.committed
 
 
 class SessionManager:
+    """Sessions over a store (runtime/store.py), which is the source of truth: every call reads the session
+    from it, and a commit is a versioned put, so replicas sharing a store never interleave mutations. This
+    process keeps only what is local to it: a lock per session and the kept contexts (KV caches)."""
+
     def __init__(self, empty_state: torch.Tensor, store=None, max_sessions_per_tenant: int | None = None):
-        """`store` (a runtime.store.SessionStore, or None for memory only) receives every change before it is
-        published here, and gives back every session at start."""
+        from deltamem.runtime.store import MemoryStore
+
         self._max_per_tenant = max_sessions_per_tenant
         self._empty = empty_state.detach().clone()
-        self._entries: dict[str, _Entry] = {}
+        self._store = store if store is not None else MemoryStore()
         self._lock = threading.Lock()
-        self._store = store
-        if store is not None:
-            for info, state in store.load_all():
-                if state.shape != self._empty.shape:
-                    raise ValueError(f"stored session {info.session_id} has state shape {list(state.shape)}")
-                self._entries[info.session_id] = _Entry(info, state.to(self._empty.device))
-        self._created = itertools.count(max((e.info.order for e in self._entries.values()), default=-1) + 1)
+        self._mutating: dict[str, threading.Lock] = {}
+        self._contexts: dict[str, tuple[int, object]] = {}  # session -> (memory version it was kept at, context)
 
     def count(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def _persist(self, info: SessionInfo, state: torch.Tensor) -> None:
-        if self._store is not None:
-            self._store.put(info, state)
+        return self._store.count()
 
     def _check_quota(self, tenant: str) -> None:
-        """Called under the lock, before a session is added for `tenant`."""
         if self._max_per_tenant is None:
             return
-        owned = sum(1 for e in self._entries.values() if e.info.tenant == tenant)
+        owned = len(self._store.list(tenant))
         if owned >= self._max_per_tenant:
             raise LimitExceeded(
                 f"tenant {tenant!r} already has {owned} sessions, the limit; delete some before creating more"
             )
+
+    def _with_context(self, info: SessionInfo) -> tuple[SessionInfo, object | None]:
+        with self._lock:
+            kept = self._contexts.get(info.session_id)
+        context = kept[1] if kept else None
+        return dataclasses.replace(info, context_tokens=len(context.tokens) if context else 0), context
+
+    def _load(self, session_id: str, tenant: str) -> tuple[SessionInfo, torch.Tensor]:
+        check_session_id(session_id)
+        found = self._store.get(session_id)
+        # another tenant's session is reported exactly like a missing one: nothing is revealed
+        if found is None or found[0].tenant != tenant:
+            raise SessionNotFound(f"session {session_id} does not exist")
+        info, state = found
+        if state.shape != self._empty.shape:
+            raise ValueError(f"stored session {session_id} has state shape {list(state.shape)}")
+        return info, state.to(self._empty.device)
 
     def create(
         self,
@@ -144,6 +144,8 @@ class SessionManager:
             )
         if context_policy != "window" and window_tokens:
             raise InvalidRequest(f"window_tokens is only for the window policy, not {context_policy!r}")
+        metadata = check_metadata(metadata or {})
+        self._check_quota(tenant)
         info = SessionInfo(
             session_id=uuid.uuid4().hex,
             memory_version=0,
@@ -151,95 +153,95 @@ class SessionManager:
             parent_session_id="",
             parent_memory_version=0,
             context_policy=context_policy,
-            metadata=check_metadata(metadata or {}),
+            metadata=metadata,
             created_at=time.time(),
-            order=next(self._created),
+            order=self._store.next_order(),
             window_tokens=window_tokens,
             tenant=tenant,
         )
-        with self._lock:
-            self._check_quota(tenant)
-            self._persist(info, self._empty)
-            self._entries[info.session_id] = _Entry(info, self._empty.clone())
+        self._store.put(info, self._empty, None)
         return info
-
-    def _entry(self, session_id: str, tenant: str) -> _Entry:
-        check_session_id(session_id)
-        entry = self._entries.get(session_id)
-        # another tenant's session is reported exactly like a missing one: nothing is revealed
-        if entry is None or entry.info.tenant != tenant:
-            raise SessionNotFound(f"session {session_id} does not exist")
-        return entry
 
     def snapshot(self, session_id: str, tenant: str = DEFAULT_TENANT) -> tuple[SessionInfo, torch.Tensor]:
         """A consistent (info, state) pair at the latest committed version."""
-        with self._lock:
-            entry = self._entry(session_id, tenant)
-            return entry.info, entry.state
+        info, state = self._load(session_id, tenant)
+        return self._with_context(info)[0], state
 
     @contextmanager
     def mutation(self, session_id: str, tenant: str = DEFAULT_TENANT) -> Iterator[Mutation]:
+        info, state = self._load(session_id, tenant)
         with self._lock:
-            entry = self._entry(session_id, tenant)
-            if not entry.mutating.acquire(blocking=False):
-                raise SessionBusy(f"session {session_id} has another mutating call in progress; retry after it ends")
+            lock = self._mutating.setdefault(session_id, threading.Lock())
+        if not lock.acquire(blocking=False):
+            raise SessionBusy(f"session {session_id} has another mutating call in progress; retry after it ends")
         try:
-            yield Mutation(self, entry)
+            info, context = self._with_context(info)
+            yield Mutation(self, info, state, context)
         finally:
-            entry.mutating.release()
+            lock.release()
 
-    def _publish(self, entry: _Entry, new_state, tokens_written: int, context) -> SessionInfo:
+    def _publish(self, info: SessionInfo, new_state, tokens_written: int, context) -> SessionInfo:
+        from deltamem.runtime.store import StoreConflict
+
+        published = dataclasses.replace(
+            info,
+            memory_version=info.memory_version + (new_state is not None),
+            tokens_written=info.tokens_written + tokens_written,
+            context_tokens=len(context.tokens) if context is not None else 0,
+        )
+        if new_state is not None:
+            try:  # on the store before anyone can see it (or an error, and no change)
+                self._store.put(published, new_state, info.memory_version)
+            except StoreConflict:
+                if self._store.get(info.session_id) is None:
+                    raise SessionNotFound(f"session {info.session_id} was deleted during the call") from None
+                raise SessionBusy(
+                    f"session {info.session_id} was changed by another call (on another replica?) meanwhile; retry"
+                ) from None
         with self._lock:
-            if self._entries.get(entry.info.session_id) is not entry:
-                raise SessionNotFound(f"session {entry.info.session_id} was deleted during the call")
-            info = dataclasses.replace(
-                entry.info,
-                memory_version=entry.info.memory_version + (new_state is not None),
-                tokens_written=entry.info.tokens_written + tokens_written,
-                context_tokens=len(context.tokens) if context is not None else 0,
-            )
-            if new_state is not None:
-                self._persist(info, new_state)  # on disk before anyone can see it (or an error, and no change)
-                entry.state = new_state
-            entry.info, entry.context = info, context
-            return info
+            if context is None:
+                self._contexts.pop(info.session_id, None)
+            else:
+                self._contexts[info.session_id] = (published.memory_version, context)
+        return published
 
     def fork(
         self, session_id: str, metadata: dict[str, str] | None = None, tenant: str = DEFAULT_TENANT
     ) -> SessionInfo:
         """A new session with the source's committed memory; the state tensor is copied (KBs, any history)."""
         metadata = check_metadata(metadata or {})
+        source, state = self._load(session_id, tenant)
+        self._check_quota(tenant)
+        info = dataclasses.replace(
+            source,
+            session_id=uuid.uuid4().hex,
+            parent_session_id=source.session_id,
+            parent_memory_version=source.memory_version,
+            metadata=metadata,
+            created_at=time.time(),
+            order=self._store.next_order(),
+            context_tokens=0,
+        )
+        self._store.put(info, state, None)
+        # the context (tokens and KV) is shared, not copied: contexts are never modified in place, and a
+        # request continues from a clone, so a fork costs the same whatever the history's length
         with self._lock:
-            source = self._entry(session_id, tenant)
-            self._check_quota(tenant)
-            info = dataclasses.replace(
-                source.info,
-                session_id=uuid.uuid4().hex,
-                parent_session_id=source.info.session_id,
-                parent_memory_version=source.info.memory_version,
-                metadata=metadata,
-                created_at=time.time(),
-                order=next(self._created),
-            )
-            # the context (tokens and KV) is shared, not copied: contexts are never modified in place, and a
-            # request continues from a clone, so a fork costs the same whatever the history's length
-            self._persist(info, source.state)
-            self._entries[info.session_id] = _Entry(info, source.state.clone(), context=source.context)
-            return info
+            kept = self._contexts.get(session_id)
+            if kept is not None and kept[0] == source.memory_version:
+                self._contexts[info.session_id] = kept
+        return self._with_context(info)[0]
 
     def delete(self, session_id: str, tenant: str = DEFAULT_TENANT) -> None:
+        self._load(session_id, tenant)
+        if not self._store.delete(session_id):
+            raise SessionNotFound(f"session {session_id} does not exist")
         with self._lock:
-            self._entry(session_id, tenant)
-            if self._store is not None:
-                self._store.delete(session_id)
-            del self._entries[session_id]
+            self._contexts.pop(session_id, None)
 
     def list(self, after: int | None, limit: int, tenant: str = DEFAULT_TENANT) -> tuple[list[SessionInfo], bool]:
         """Up to `limit` of the tenant's sessions in creation order, strictly after the session whose `order` is
         `after`; returns (page, whether more follow). A key, not an offset, so deletions never skip or repeat."""
-        with self._lock:
-            owned = (e.info for e in self._entries.values() if e.info.tenant == tenant)
-            infos = sorted(owned, key=lambda info: info.order)
+        infos = sorted(self._store.list(tenant), key=lambda info: info.order)
         if after is not None:
             infos = [info for info in infos if info.order > after]
-        return infos[:limit], len(infos) > limit
+        return [self._with_context(info)[0] for info in infos[:limit]], len(infos) > limit

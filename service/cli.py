@@ -35,6 +35,12 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         "--data-dir", type=Path, default=base.data_dir, help="durable session store (default: CACHE_DIR/sessions)"
     )
     parser.add_argument("--ephemeral", action="store_true", help="keep sessions in memory only (lost at exit)")
+    parser.add_argument(
+        "--store",
+        default=base.store_url,
+        metavar="REDIS_URL",
+        help="share sessions with other replicas through Redis (redis://host:port/db)",
+    )
     parser.add_argument("--max-workers", type=int, default=base.max_workers, help="gRPC worker threads")
     parser.add_argument(
         "--max-batch",
@@ -95,6 +101,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             cache_dir=args.cache_dir,
             data_dir=args.data_dir,
             persist=not args.ephemeral,
+            store_url=args.store,
             max_workers=args.max_workers,
             max_batch=args.max_batch,
             grace_seconds=args.grace,

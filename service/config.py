@@ -21,6 +21,7 @@ class ServerConfig:
     cache_dir: Path = Path(".cache")
     data_dir: Path | None = None  # where sessions are stored durably; None = cache_dir / "sessions"
     persist: bool = True  # False: sessions live in memory only and are lost at exit
+    store_url: str = ""  # redis://host:port/db: share sessions with other replicas through Redis
     max_workers: int = 16
     max_batch: int = 8  # requests the engine runs together; more wait for a free slot
     grace_seconds: float = 30.0  # how long calls in flight may run on after shutdown begins
@@ -45,6 +46,8 @@ class ServerConfig:
             raise ValueError("grace_seconds and drain_notice_seconds must be >= 0")
         if self.max_sessions_per_tenant < 1 or self.max_input_tokens < 1:
             raise ValueError("max_sessions_per_tenant and max_input_tokens must be >= 1")
+        if self.store_url and not self.store_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"store_url must be a redis:// URL, got {self.store_url!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -62,8 +65,8 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls) -> ServerConfig:
-        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _MAX_WORKERS,
-        _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL, _API_KEYS_FILE, _API_KEYS,
+        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _STORE_URL,
+        _MAX_WORKERS, _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL, _API_KEYS_FILE, _API_KEYS,
         _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS, _TLS_CERT, _TLS_KEY, _TLS_CLIENT_CA."""
         env = os.environ
         return cls(
@@ -72,6 +75,7 @@ class ServerConfig:
             model_dir=Path(env["DELTAMEM_MODEL"]) if env.get("DELTAMEM_MODEL") else None,
             adapter_dir=Path(env["DELTAMEM_ADAPTER"]) if env.get("DELTAMEM_ADAPTER") else None,
             data_dir=Path(env["DELTAMEM_DATA_DIR"]) if env.get("DELTAMEM_DATA_DIR") else None,
+            store_url=env.get("DELTAMEM_STORE_URL", ""),
             cache_dir=default_cache_dir(),
             max_workers=int(env.get("DELTAMEM_MAX_WORKERS", cls.max_workers)),
             max_batch=int(env.get("DELTAMEM_MAX_BATCH", cls.max_batch)),

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from deltamem.runtime.engine import Engine
 from deltamem.runtime.sessions import SessionManager
-from deltamem.runtime.store import SqliteStore
+from deltamem.runtime.store import MemoryStore, SqliteStore
 from deltamem.service.auth import ApiKeys
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
@@ -51,15 +51,21 @@ class RunningServer:
 
 
 def open_sessions(engine: Engine, config: ServerConfig) -> SessionManager:
-    """The session manager, backed by the durable store in the data directory unless the config says not."""
-    if not config.persist:
-        return SessionManager(engine.empty_state(), max_sessions_per_tenant=config.max_sessions_per_tenant)
+    """The session manager over the configured store: Redis if a URL is given, else SQLite in the data
+    directory, or memory only when persistence is off."""
     identity = {
         "backbone": engine.backbone_fingerprint,
         "adapter": engine.adapter_fingerprint,
         "state_shape": "x".join(map(str, engine.empty_state().shape)),
     }
-    store = SqliteStore(config.sessions_dir, identity)
+    if config.store_url:
+        from deltamem.runtime.redis_store import RedisStore
+
+        store = RedisStore(config.store_url, identity)
+    elif config.persist:
+        store = SqliteStore(config.sessions_dir, identity)
+    else:
+        store = MemoryStore()
     return SessionManager(engine.empty_state(), store, config.max_sessions_per_tenant)
 
 

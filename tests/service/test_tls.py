@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -78,6 +81,14 @@ def test_tls_server_talks_only_tls(start_server_process, pki, tmp_path):
         assert works(tls_channel(target, files["ca"]))
         assert not works(grpc.insecure_channel(target))
         assert any("transport: TLS" in line for line in proc.lines)
+        cli = subprocess.run(
+            [str(Path(sys.executable).parent / "deltamem"), "--target", target, "--tls-ca", files["ca"], "create"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert cli.returncode == 0 and "session_id" in cli.stdout, cli.stderr
     finally:
         proc.stop()
 

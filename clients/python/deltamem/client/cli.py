@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DELTAMEM_API_KEY"),
         help="API key for servers with tenants (default: $DELTAMEM_API_KEY)",
     )
+    parser.add_argument("--tls-ca", help="PEM CA bundle to verify a TLS server (enables TLS)")
+    parser.add_argument("--tls-cert", help="PEM client certificate, for servers that require mutual TLS")
+    parser.add_argument("--tls-key", help="PEM client private key")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the server (arguments pass through to deltamem-server)", add_help=False)
     create = sub.add_parser("create", help="create a session and print its id")

@@ -1,0 +1,104 @@
+"""A session store in Redis, shared by every replica of the service (see store.py for the contract).
+
+Each session is a hash (info, memory bytes, shape, SHA-256, version, tenant) plus membership in its tenant's
+set; a put is one Lua script that checks the stored version and writes everything, so replicas never
+interleave a session's mutations. Durability is the Redis server's: run it with `appendonly yes` and
+`appendfsync always` for every acknowledged write to survive a crash.
+"""
+
+from __future__ import annotations
+
+from deltamem.runtime.sessions import SessionInfo
+from deltamem.runtime.store import (
+    StoreConflict,
+    StoreMismatch,
+    decode_info,
+    decode_state,
+    encode_info,
+    encode_state,
+    identity_problem,
+)
+
+_PUT = """
+local version = redis.call('HGET', KEYS[1], 'version')
+if ARGV[1] == '' then
+  if version then return 0 end
+elseif version ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'info', ARGV[2], 'state', ARGV[3], 'shape', ARGV[4], 'sha256', ARGV[5],
+           'version', ARGV[6], 'tenant', ARGV[7])
+redis.call('SADD', KEYS[2], ARGV[8])
+return 1
+"""
+_DELETE = """
+local tenant = redis.call('HGET', KEYS[1], 'tenant')
+if not tenant then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[1] .. tenant, ARGV[2])
+return 1
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str, identity: dict[str, str], prefix: str = "deltamem"):
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix
+        self._put = self._redis.register_script(_PUT)
+        self._delete = self._redis.register_script(_DELETE)
+        key = f"{prefix}:identity"
+        if self._redis.hsetnx(key, "_", "1"):
+            self._redis.hset(key, mapping=identity)
+        stored = {k.decode(): v.decode() for k, v in self._redis.hgetall(key).items() if k != b"_"}
+        if problem := identity_problem(stored, identity, f"redis {url} (prefix {prefix})"):
+            raise StoreMismatch(problem)
+
+    def _session_key(self, session_id: str) -> str:
+        return f"{self._prefix}:session:{session_id}"
+
+    def _tenant_prefix(self) -> str:
+        return f"{self._prefix}:tenant:"
+
+    def get(self, session_id: str):
+        fields = self._redis.hmget(self._session_key(session_id), "info", "state", "shape", "sha256")
+        if fields[0] is None:
+            return None
+        info, data, shape, digest = fields
+        state = decode_state(data, shape.decode(), digest.decode(), f"redis session {session_id}")
+        return decode_info(info.decode()), state
+
+    def put(self, info: SessionInfo, state, expected_version: int | None) -> None:
+        data, shape, digest = encode_state(state)
+        written = self._put(
+            keys=[self._session_key(info.session_id), self._tenant_prefix() + info.tenant],
+            args=[
+                "" if expected_version is None else str(expected_version),
+                encode_info(info),
+                data,
+                shape,
+                digest,
+                str(info.memory_version),
+                info.tenant,
+                info.session_id,
+            ],
+        )
+        if not written:
+            raise StoreConflict(f"session {info.session_id} changed since it was read")
+
+    def delete(self, session_id: str) -> bool:
+        return bool(self._delete(keys=[self._session_key(session_id)], args=[self._tenant_prefix(), session_id]))
+
+    def list(self, tenant: str) -> list[SessionInfo]:
+        ids = [member.decode() for member in self._redis.smembers(self._tenant_prefix() + tenant)]
+        pipe = self._redis.pipeline()
+        for session_id in ids:
+            pipe.hget(self._session_key(session_id), "info")
+        return [decode_info(raw.decode()) for raw in pipe.execute() if raw is not None]
+
+    def next_order(self) -> int:
+        return int(self._redis.incr(f"{self._prefix}:order"))
+
+    def count(self) -> int:
+        return sum(1 for _ in self._redis.scan_iter(f"{self._prefix}:session:*"))
