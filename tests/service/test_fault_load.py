@@ -1,5 +1,6 @@
-"""Fault and load: 32 clients mix every RPC against a real server that is killed with SIGKILL midway and started
-again on the same data directory. Afterwards every acknowledged write is there, at its version, intact.
+"""Fault and load: 32 clients mix every MemoryService RPC against a real server that is killed with SIGKILL
+midway and started again on the same data directory. Afterwards every acknowledged write is there, at its
+version, intact.
 
 Run with -s to see the figures (requests, errors by code, lost writes) that docs/reliability.md records.
 """
@@ -58,7 +59,7 @@ def test_acknowledged_writes_survive_a_kill_under_load(start_server_process, tmp
             if address != target.address:
                 address = target.address
                 client = MemoryClient(address, timeout=30)
-            op = rng.choice(["create", "update", "update", "generate", "read", "fork", "delete", "list"])
+            op = rng.choice(["create", "update", "update", "generate", "read", "fork", "import", "delete", "list"])
             if op != "create" and op != "list" and not mine:
                 op = "create"
             session = rng.choice(mine) if mine else None
@@ -85,6 +86,11 @@ def test_acknowledged_writes_survive_a_kill_under_load(start_server_process, tmp
                     fork = client.fork_session(session)
                     mine.append(fork.session_id)
                     record(fork.session_id, fork.memory_version, client)
+                elif op == "import":
+                    exported = client.read_state(session).state
+                    imported = client.import_state(exported).session_id
+                    mine.append(imported)
+                    record(imported, 1, client)
                 elif op == "delete":
                     client.delete_session(session)
                     mine.remove(session)
