@@ -87,6 +87,11 @@ class BatchEngine(Engine):
         self.max_batch_seen = 0
 
     # ---- the public interface, as Engine's -----------------------------------------------------------------
+    @property
+    def slots_in_use(self) -> int:
+        """State-pool slots held by requests in flight (read by metrics; a racy read is fine there)."""
+        return self.max_batch - len(self._free_slots)
+
     def _check_input_length(self, count: int) -> None:
         if self.max_input_tokens is not None and count > self.max_input_tokens:
             raise InvalidRequest(f"the input has {count} tokens; this server takes at most {self.max_input_tokens}")

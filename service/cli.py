@@ -87,6 +87,12 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         default=base.tls_client_ca,
         help="PEM CA bundle; clients must present a certificate it signed (mutual TLS)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=base.metrics_port,
+        help="serve Prometheus metrics on this port (0: a free one; default: off)",
+    )
     parser.add_argument("--log-level", default=base.log_level)
     parser.add_argument(
         "--prepare-only", action="store_true", help="convert the default model into the cache if needed, then exit"
@@ -110,6 +116,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             max_sessions_per_tenant=args.max_sessions_per_tenant,
             max_input_tokens=args.max_input_tokens,
             max_message_bytes=args.max_message_bytes,
+            metrics_port=args.metrics_port,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
@@ -129,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from deltamem.runtime.default_model import DefaultModelUnavailable, prepare_default_model
     from deltamem.runtime.store import StoreMismatch
     from deltamem.service.auth import ApiKeys
+    from deltamem.service.metrics import Metrics
     from deltamem.service.server import open_sessions, serve_until_signalled, start_server
 
     started = time.monotonic()
@@ -156,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     except StoreMismatch as exc:
         log.error("%s", exc)
         return 2
-    running = start_server(engine, config, sessions, keys)
+    metrics = Metrics(sessions, engine) if config.metrics_port is not None else None
+    running = start_server(engine, config, sessions, keys, metrics)
+    if metrics is not None:
+        log.info("metrics on http://%s:%d/metrics", config.host, metrics.serve(config.host, config.metrics_port))
     log.info("authentication: %s", "API keys required" if keys.enabled else "off (no API keys configured)")
     transport = "mutual TLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext"
     log.info("transport: %s", transport)

@@ -32,6 +32,7 @@ class ServerConfig:
     max_sessions_per_tenant: int = 10_000
     max_input_tokens: int = 32_768  # per Generate or UpdateMemory call
     max_message_bytes: int = 16 << 20  # largest request the server accepts
+    metrics_port: int | None = None  # Prometheus endpoint on host:metrics_port; None = off, 0 = a free port
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the server speaks TLS only
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
@@ -67,7 +68,7 @@ class ServerConfig:
     def from_env(cls) -> ServerConfig:
         """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _STORE_URL,
         _MAX_WORKERS, _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL, _API_KEYS_FILE, _API_KEYS,
-        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS, _TLS_CERT, _TLS_KEY, _TLS_CLIENT_CA."""
+        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS, _METRICS_PORT, _TLS_CERT, _TLS_KEY, _TLS_CLIENT_CA."""
         env = os.environ
         return cls(
             host=env.get("DELTAMEM_HOST", cls.host),
@@ -86,6 +87,7 @@ class ServerConfig:
             api_keys=env.get("DELTAMEM_API_KEYS", ""),
             max_sessions_per_tenant=int(env.get("DELTAMEM_MAX_SESSIONS_PER_TENANT", cls.max_sessions_per_tenant)),
             max_input_tokens=int(env.get("DELTAMEM_MAX_INPUT_TOKENS", cls.max_input_tokens)),
+            metrics_port=int(env["DELTAMEM_METRICS_PORT"]) if env.get("DELTAMEM_METRICS_PORT") else None,
             tls_cert=Path(env["DELTAMEM_TLS_CERT"]) if env.get("DELTAMEM_TLS_CERT") else None,
             tls_key=Path(env["DELTAMEM_TLS_KEY"]) if env.get("DELTAMEM_TLS_KEY") else None,
             tls_client_ca=Path(env["DELTAMEM_TLS_CLIENT_CA"]) if env.get("DELTAMEM_TLS_CLIENT_CA") else None,

@@ -80,19 +80,26 @@ def tls_credentials(config: ServerConfig) -> grpc.ServerCredentials:
 
 
 def start_server(
-    engine: Engine, config: ServerConfig, sessions: SessionManager | None = None, keys: ApiKeys | None = None
+    engine: Engine,
+    config: ServerConfig,
+    sessions: SessionManager | None = None,
+    keys: ApiKeys | None = None,
+    metrics=None,
 ) -> RunningServer:
-    """Serve `engine` (with `sessions`, by default memory-only ones, and API `keys`, by default none) on
-    config.address."""
+    """Serve `engine` (with `sessions`, by default memory-only ones, API `keys`, by default none, and
+    optional `metrics`) on config.address."""
     limits = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.max_workers), options=limits)
+    interceptors = [metrics.interceptor()] if metrics is not None else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers), options=limits, interceptors=interceptors
+    )
     from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
     sessions = sessions if sessions is not None else SessionManager(engine.empty_state())
-    servicer = MemoryServicer(engine, sessions, keys)
+    servicer = MemoryServicer(engine, sessions, keys, metrics)
     pb_grpc.add_MemoryServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -30,11 +30,17 @@ class CallAbandoned(Exception):
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
-    def __init__(self, engine: BatchEngine, sessions: SessionManager, keys: ApiKeys | None = None):
+    def __init__(self, engine: BatchEngine, sessions: SessionManager, keys: ApiKeys | None = None, metrics=None):
         self.engine = engine
         self.sessions = sessions
         self.keys = keys or ApiKeys({})
+        self.metrics = metrics
         self.draining = False  # set at shutdown: calls that change sessions are refused, reads still served
+
+    def _count_tokens(self, generated: int, written: int) -> None:
+        if self.metrics is not None:
+            self.metrics.generated_tokens.inc(generated)
+            self.metrics.written_tokens.inc(written)
 
     def _tenant(self, context) -> str:
         return self.keys.tenant(context.invocation_metadata())
@@ -81,6 +87,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                     if not context.is_active():
                         raise CallAbandoned()
                     if isinstance(event, TurnResult):
+                        self._count_tokens(event.outcome.generated_tokens, event.outcome.written_tokens)
                         yield pb.GenerateResponse(result=convert.generate_result(event))
                     else:
                         yield pb.GenerateResponse(delta=pb.TokenDelta(text=event.text, token_ids=event.token_ids))
@@ -103,6 +110,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         if committed is None:
             context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled; nothing was written")
         info, written = committed
+        self._count_tokens(0, written)
         return pb.UpdateMemoryResponse(tokens_written=written, memory_version=info.memory_version)
 
     @map_errors
