@@ -12,6 +12,7 @@ helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk is not 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "deltamem"
+CRD_API_VERSIONS = {"monitoring.coreos.com/v1"}
 KUBE_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 REDIS = {"store": {"type": "redis", "redis": {"urlSecret": "deltamem-redis"}}}
 VALUE_SETS = {
@@ -23,6 +24,7 @@ VALUE_SETS = {
         "apiKeys": {"existingSecret": "deltamem-keys"},
         "tls": {"existingSecret": "deltamem-tls", "clientCASecret": "deltamem-client-ca"},
         "networkPolicy": {"enabled": True, "allowedPodLabels": {"role": "agent"}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
     },
     "cpu-only-ephemeral": {"gpu": {"enabled": False}, "store": {"sqlite": {"size": 0}}},
 }
@@ -55,6 +57,8 @@ def test_every_object_validates_strictly(name, kube):
     objects = render(VALUE_SETS[name])
     assert objects
     for obj in objects:
+        if obj["apiVersion"] in CRD_API_VERSIONS:
+            continue  # custom resources have no schema in the Kubernetes API; checked below
         kubernetes_validate.validate(obj, kube, strict=True)
 
 
@@ -89,6 +93,11 @@ def test_redis_store_and_secrets_come_from_existing_secrets_never_inlined():
     assert volumes["api-keys"]["secret"]["secretName"] == "deltamem-keys"
     assert not by_kind(objects, "PersistentVolumeClaim")
     assert by_kind(objects, "PodDisruptionBudget") and by_kind(objects, "NetworkPolicy")
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert "--metrics-port=9090" in container["args"]
+    service_ports = {p["name"] for p in by_kind(objects, "Service")[0]["spec"]["ports"]}
+    assert service_ports == {"grpc", "metrics"}
 
 
 def test_autoscaling_renders_an_hpa_and_no_fixed_replicas():
