@@ -102,7 +102,7 @@ class BatchEngine(Engine):
         self._check_input_length(len(encoded.ids))
         job = self._submit(encoded.ids, encoded.message_ids, True, None, state)
         outcome = self._next_event(job)
-        written = encoded.num_written if self.model.writes_messages else len(encoded.ids)
+        written = encoded.tokens_written(self.model.writes_messages)
         return outcome, written
 
     def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int) -> SequenceKV:

@@ -35,6 +35,10 @@ class EncodedInput:
     def num_written(self) -> int:
         return sum(1 for m in self.message_ids if m >= 0)
 
+    def tokens_written(self, writes_messages: bool) -> int:
+        """Tokens a write of this input puts into memory: all of them, or only messages' under message_mean."""
+        return self.num_written if writes_messages else len(self.ids)
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -181,7 +185,7 @@ class Engine:
         if not encoded.ids:
             raise InvalidRequest("nothing to write: the input is empty")
         _, new_state = self._prefill(encoded.ids, state, True, DynamicCache(), encoded.message_ids)
-        written = encoded.num_written if self.model.writes_messages else len(encoded.ids)
+        written = encoded.tokens_written(self.model.writes_messages)
         return new_state, written
 
     def generate(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from deltamem.runtime.batch_engine import BatchEngine
 from deltamem.runtime.context import SessionContext, chat_continuation, extend_context
-from deltamem.runtime.engine import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.engine import EncodedInput, Engine, GenerationOutcome, GenerationRequest, TokenEvent
 from deltamem.runtime.sessions import Mutation, SessionInfo
 
 
@@ -22,6 +22,12 @@ class Turn:
 
     messages: tuple[tuple[str, str], ...] = ()
     encoded: EncodedInput | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoded is None:
+            Engine.check_chat(self.messages)  # the one check of chat input (roles, not empty)
+        elif self.messages:
+            raise ValueError("a turn is chat messages or encoded input, not both")
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,6 @@ def generate_in_session(
     keeps = mutation.info.context_policy != "none"
     kept = current_context(engine, mutation) if keeps else None
     if turn.messages:
-        engine.check_chat(turn.messages)
         if keeps:
             prompt = chat_continuation(engine.tokenizer, kept, turn.messages)
         else:

@@ -59,9 +59,7 @@ def turn(engine: Engine, message: pb.Input) -> Turn:
     if kind == "text":
         return Turn(encoded=engine.encode_text(message.text))
     if kind == "messages":
-        messages = tuple((m.role, m.content) for m in message.messages.messages)
-        engine.check_chat(messages)
-        return Turn(messages=messages)
+        return Turn(messages=tuple((m.role, m.content) for m in message.messages.messages))
     if kind == "token_ids":
         return Turn(encoded=engine.check_token_ids(list(message.token_ids.ids)))
     raise InvalidRequest("input is required: set one of text, messages or token_ids")
