@@ -50,3 +50,17 @@ def test_kernels_on_live_state_are_pinned_not_autotuned():
         key = tuning_key(spec)
         # keys are shape constants only (heads, rank), never a length that varies per request
         assert key and set(key) <= {"N", "R"}, (spec.name, key)
+
+
+def test_every_triton_kernel_in_the_package_is_in_the_compile_check():
+    """A new kernel cannot slip past the AOT check: every *_kernel in deltamem.kernels must have a spec."""
+    import importlib
+    import pkgutil
+
+    import deltamem.kernels as package
+
+    found = set()
+    for module_info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        module = importlib.import_module(module_info.name)
+        found |= {name for name in vars(module) if name.endswith("_kernel") and not name.startswith("_")}
+    assert found == {spec.name for spec in kernel_specs()}
