@@ -32,6 +32,7 @@ from deltamem.runtime.engine import (
     GenerationRequest,
     TokenEvent,
 )
+from deltamem.runtime.engine_trace import NO_TRACE, JobTrace, NoTrace
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import make_generator, sample_next
 
@@ -61,6 +62,7 @@ class _Job:
     finish: str = ""
     detok: IncrementalDetokenizer | None = None
     generator: torch.Generator | None = None
+    trace: NoTrace = NO_TRACE  # its spans, when tracing is on
 
 
 class BatchEngine(Engine):
@@ -100,7 +102,7 @@ class BatchEngine(Engine):
         if not encoded.ids:
             raise InvalidRequest("nothing to write: the input is empty")
         self._check_input_length(len(encoded.ids))
-        job = self._submit(encoded.ids, encoded.message_ids, True, None, state)
+        job = self._submit(encoded.ids, encoded.message_ids, True, None, state, kind="write")
         outcome = self._next_event(job)
         written = encoded.tokens_written(self.model.writes_messages)
         return outcome, written
@@ -110,7 +112,7 @@ class BatchEngine(Engine):
         how a kept context is rebuilt when the memory it was computed under has changed."""
         kv = SequenceKV(self.model.num_layers)
         kv.position = position
-        job = self._submit(tokens, (-1,) * len(tokens), False, None, state, kv)
+        job = self._submit(tokens, (-1,) * len(tokens), False, None, state, kv, kind="context")
         job.reencode = True
         return self._next_event(job)
 
@@ -139,7 +141,7 @@ class BatchEngine(Engine):
             self._thread.join(timeout)
 
     # ---- submission -----------------------------------------------------------------------------------------
-    def _submit(self, tokens, message_ids, write_input, request, state, kv=None) -> _Job:
+    def _submit(self, tokens, message_ids, write_input, request, state, kv=None, kind="generate") -> _Job:
         kv = kv if kv is not None else SequenceKV(self.model.num_layers)
         job = _Job(
             tokens=tuple(tokens),
@@ -149,6 +151,7 @@ class BatchEngine(Engine):
             initial_state=state.to(self.device, torch.float32),
             kv=kv,
             base=kv.length,
+            trace=JobTrace.start(kind, len(tokens), kv.length),
         )
         if request is not None:
             job.detok = IncrementalDetokenizer(self.tokenizer, request.stop)
@@ -176,12 +179,15 @@ class BatchEngine(Engine):
         finally:
             stopped = RuntimeError("the engine stopped before this request finished")
             for job in self._running:
+                job.trace.failed(stopped)
                 job.events.put(stopped)
             while True:
                 try:
-                    self._pending.get_nowait().events.put(stopped)
+                    job = self._pending.get_nowait()
                 except queue.Empty:
                     break
+                job.trace.failed(stopped)
+                job.events.put(stopped)
 
     def _run_until_closed(self) -> None:
         while not self._closing:
@@ -201,6 +207,7 @@ class BatchEngine(Engine):
                     except Exception as exc:  # noqa: BLE001 - reported to the requests, the loop lives on
                         log.exception("engine step failed")
                         for job in group:
+                            job.trace.failed(exc)
                             job.events.put(exc)
                             job.phase = DONE
             self._retire()
@@ -213,15 +220,18 @@ class BatchEngine(Engine):
             except queue.Empty:
                 return
             if job.cancelled.is_set():
+                job.trace.abandoned("cancelled")
                 continue
             job.slot = self._free_slots.pop(0)
             self.pool[job.slot] = job.initial_state
             self._running.append(job)
+            job.trace.admitted(job.slot, len(self._running))
 
     def _retire(self) -> None:
         keep = []
         for job in self._running:
             if job.phase == DONE or job.cancelled.is_set():
+                job.trace.abandoned("cancelled")  # a no-op for a request that ended
                 self._free_slots.append(job.slot)
             else:
                 keep.append(job)
@@ -256,6 +266,8 @@ class BatchEngine(Engine):
             )
             self.pool[slots] = out.state
         kv.commit()
+        for job in jobs:
+            job.trace.step(len(jobs))
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(jobs))
         return out.logits
@@ -282,6 +294,7 @@ class BatchEngine(Engine):
             job.fed += len(chunks[b])
             if job.fed < len(job.tokens):
                 continue
+            job.trace.prefilled()
             if job.request is None:
                 job.events.put(job.kv if job.reencode else self.pool[job.slot].clone())
                 job.phase = DONE
@@ -345,4 +358,5 @@ class BatchEngine(Engine):
                 context=job.kv if request.keep_context else None,
             )
         )
+        job.trace.finished(generated_tokens=len(job.generated), finish_reason=job.finish)
         job.phase = DONE

@@ -113,6 +113,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             grace_seconds=args.grace,
             api_keys_file=args.api_keys_file,
             api_keys=base.api_keys,
+            tracing=base.tracing,
             max_sessions_per_tenant=args.max_sessions_per_tenant,
             max_input_tokens=args.max_input_tokens,
             max_message_bytes=args.max_message_bytes,
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from deltamem.service.auth import ApiKeys
     from deltamem.service.metrics import Metrics
     from deltamem.service.server import open_sessions, serve_until_signalled, start_server
+    from deltamem.service.tracing import start_tracing, stop_tracing
 
     started = time.monotonic()
     if config.prepare_only:
@@ -158,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot load API keys: %s", exc)
         return 2
+    try:
+        provider = start_tracing() if config.tracing else None
+    except ValueError as exc:
+        log.error("cannot start tracing: %s", exc)
+        return 2
+    log.info("tracing: %s", "OpenTelemetry (OTEL_* settings)" if provider else "off (no OTEL_* exporter set)")
     engine = BatchEngine(loaded, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens)
     try:
         sessions = open_sessions(engine, config)
@@ -184,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve_until_signalled(running, config.grace_seconds, config.drain_notice_seconds)
     engine.close()
+    if provider is not None:
+        stop_tracing(provider)  # flushes the last spans
     log.info("deltamem stopped")
     return 0
 

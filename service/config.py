@@ -1,8 +1,10 @@
-"""Server configuration. The only module that reads environment variables (DELTAMEM_*)."""
+"""Server configuration. The only module that reads environment variables (DELTAMEM_*, and whether the
+OTEL_* ones ask for tracing; the OpenTelemetry SDK reads the rest of them itself)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,17 @@ from pathlib import Path
 def default_cache_dir() -> Path:
     """Where converted models live: $DELTAMEM_CACHE_DIR, else ~/.cache/deltamem."""
     return Path(os.environ.get("DELTAMEM_CACHE_DIR") or Path.home() / ".cache" / "deltamem")
+
+
+def tracing_requested(env: Mapping[str, str]) -> bool:
+    """Tracing is off unless OTEL_TRACES_EXPORTER names an exporter or an OTLP endpoint is set; OTEL_SDK_DISABLED
+    turns it off whatever else is set (the OpenTelemetry convention)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,7 @@ class ServerConfig:
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the server speaks TLS only
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    tracing: bool = False  # OpenTelemetry spans, configured by the standard OTEL_* variables
     prepare_only: bool = False
 
     def __post_init__(self) -> None:
@@ -91,4 +105,5 @@ class ServerConfig:
             tls_cert=Path(env["DELTAMEM_TLS_CERT"]) if env.get("DELTAMEM_TLS_CERT") else None,
             tls_key=Path(env["DELTAMEM_TLS_KEY"]) if env.get("DELTAMEM_TLS_KEY") else None,
             tls_client_ca=Path(env["DELTAMEM_TLS_CLIENT_CA"]) if env.get("DELTAMEM_TLS_CLIENT_CA") else None,
+            tracing=tracing_requested(env),
         )

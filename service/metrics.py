@@ -4,9 +4,12 @@ stored, and state-pool slots in use. Served over HTTP on --metrics-port (off unl
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from deltamem.service.interceptors import status_code, wrap_handler
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -51,43 +54,19 @@ class _MetricsInterceptor(grpc.ServerInterceptor):
         self._metrics = metrics
 
     def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
         method = handler_call_details.method.rsplit("/", 1)[-1]
         metrics = self._metrics
 
-        def finish(context, started, failed: bool) -> None:
-            code = context.code() if hasattr(context, "code") else None
-            name = code.name if code is not None else ("UNKNOWN" if failed else "OK")
-            metrics.requests.labels(method, name).inc()
-            metrics.latency.labels(method).observe(time.perf_counter() - started)
+        @contextmanager
+        def observed(_request, context):
+            started, failed = time.perf_counter(), True
+            try:
+                yield
+                failed = False
+            finally:
+                code = status_code(context)
+                name = code.name if code is not None else ("UNKNOWN" if failed else "OK")
+                metrics.requests.labels(method, name).inc()
+                metrics.latency.labels(method).observe(time.perf_counter() - started)
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            def unary(request, context):
-                started, failed = time.perf_counter(), True
-                try:
-                    response = inner(request, context)
-                    failed = False
-                    return response
-                finally:
-                    finish(context, started, failed)
-
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream:
-            inner_stream = handler.unary_stream
-
-            def stream(request, context):
-                started, failed = time.perf_counter(), True
-                try:
-                    yield from inner_stream(request, context)
-                    failed = False
-                finally:
-                    finish(context, started, failed)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        return handler
+        return wrap_handler(continuation(handler_call_details), observed)

@@ -12,12 +12,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from deltamem.runtime import tracing
 from deltamem.runtime.engine import Engine
 from deltamem.runtime.sessions import SessionManager
 from deltamem.runtime.store import MemoryStore, SqliteStore
+from deltamem.runtime.traced_store import TracedStore
 from deltamem.service.auth import ApiKeys
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
+from deltamem.service.tracing import TracingInterceptor
 from deltamem.v1 import memory_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ def open_sessions(engine: Engine, config: ServerConfig) -> SessionManager:
         store = SqliteStore(config.sessions_dir, identity)
     else:
         store = MemoryStore()
+    if tracing.enabled():
+        store = TracedStore(store)
     return SessionManager(engine.empty_state(), store, config.max_sessions_per_tenant)
 
 
@@ -92,7 +97,9 @@ def start_server(
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    interceptors = [metrics.interceptor()] if metrics is not None else []
+    interceptors = [TracingInterceptor()] if tracing.enabled() else []  # outermost: the span covers the rest
+    if metrics is not None:
+        interceptors.append(metrics.interceptor())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers), options=limits, interceptors=interceptors
     )

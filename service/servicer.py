@@ -6,6 +6,7 @@ import logging
 
 import grpc
 
+from deltamem.runtime import tracing
 from deltamem.runtime.batch_engine import BatchEngine
 from deltamem.runtime.engine import GenerationRequest
 from deltamem.runtime.errors import Draining, InvalidRequest
@@ -58,6 +59,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             request.window_tokens,
             tenant=self._tenant(context),
         )
+        tracing.annotate(session_id=info.session_id, memory_version=info.memory_version)
         return pb.CreateSessionResponse(session=convert.session(info))
 
     @map_errors
@@ -88,6 +90,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                         raise CallAbandoned()
                     if isinstance(event, TurnResult):
                         self._count_tokens(event.outcome.generated_tokens, event.outcome.written_tokens)
+                        tracing.annotate(
+                            memory_version=event.session.memory_version,
+                            prompt_tokens=event.outcome.prompt_tokens,
+                            generated_tokens=event.outcome.generated_tokens,
+                            written_tokens=event.outcome.written_tokens,
+                        )
                         yield pb.GenerateResponse(result=convert.generate_result(event))
                     else:
                         yield pb.GenerateResponse(delta=pb.TokenDelta(text=event.text, token_ids=event.token_ids))
@@ -111,11 +119,13 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled; nothing was written")
         info, written = committed
         self._count_tokens(0, written)
+        tracing.annotate(memory_version=info.memory_version, written_tokens=written)
         return pb.UpdateMemoryResponse(tokens_written=written, memory_version=info.memory_version)
 
     @map_errors
     def ReadState(self, request, context):
         info, state = self.sessions.snapshot(request.session_id, self._tenant(context))
+        tracing.annotate(memory_version=info.memory_version)
         return pb.ReadStateResponse(
             session=convert.session(info),
             state=convert.memory_state(state, self.engine, request.summary_only),
@@ -125,6 +135,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def ForkSession(self, request, context):
         self._accepting()
         info = self.sessions.fork(request.session_id, dict(request.metadata), self._tenant(context))
+        tracing.annotate(forked_session_id=info.session_id, memory_version=info.memory_version)
         return pb.ForkSessionResponse(session=convert.session(info))
 
     @map_errors
@@ -148,6 +159,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             if created is not None:  # no half-made session is left behind
                 self.sessions.delete(created, tenant)
             raise
+        tracing.annotate(session_id=info.session_id, memory_version=info.memory_version)
         return pb.ImportStateResponse(session=convert.session(info))
 
     @map_errors

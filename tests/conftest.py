@@ -109,9 +109,10 @@ START_TIMEOUT_S = 300
 class ServerProcess:
     """`deltamem-server --port 0` as a subprocess; the port comes from its "serving" log line."""
 
-    def __init__(self, model_dir: Path, *args: str):
+    def __init__(self, model_dir: Path, *args: str, env: dict[str, str] | None = None):
         self.process = subprocess.Popen(
             [str(SCRIPTS / "deltamem-server"), "--host", "127.0.0.1", "--port", "0", "--model", str(model_dir), *args],
+            env={**os.environ, **(env or {})},
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -152,10 +153,11 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def start_server_process(default_model_dir):
-    """Factory: start_server_process(*extra_args) -> a ready ServerProcess (stop it yourself)."""
+    """Factory: start_server_process(*extra_args, env=extra_environment) -> a ready ServerProcess (stop it
+    yourself)."""
 
-    def start(*args: str) -> ServerProcess:
-        proc = ServerProcess(default_model_dir, *args)
+    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        proc = ServerProcess(default_model_dir, *args, env=env)
         proc.wait_ready()
         return proc
 

@@ -7,6 +7,11 @@ from collections.abc import Mapping, Sequence
 
 from deltamem.v1 import memory_service_pb2 as pb
 
+try:  # optional: propagation only matters to applications that trace
+    from opentelemetry import propagate as _propagate
+except ImportError:
+    _propagate = None
+
 ChatTurn = Mapping[str, str] | tuple[str, str]
 # a string is raw text, a sequence of turns is a chat, a sequence of ints is token ids
 Prompt = str | Sequence[ChatTurn] | Sequence[int]
@@ -67,3 +72,14 @@ def generate_request(
 def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying an API key, or none."""
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def call_metadata(static: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """`static` metadata plus the caller's W3C trace context (traceparent, tracestate, baggage) when the
+    application uses OpenTelemetry, so the server's spans join the caller's trace. The client itself needs only
+    grpcio and protobuf: without opentelemetry installed, or outside any span, nothing is added."""
+    if _propagate is None:
+        return static
+    carrier: dict[str, str] = {}
+    _propagate.inject(carrier)
+    return static + tuple(carrier.items()) if carrier else static

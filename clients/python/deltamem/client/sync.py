@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 import grpc
 
-from deltamem.client.requests import Prompt, auth_metadata, generate_request, to_input
+from deltamem.client.requests import Prompt, auth_metadata, call_metadata, generate_request, to_input
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
@@ -64,10 +64,15 @@ class MemoryClient:
         api_key: str | None = None,
     ):
         """`api_key` goes with every call as `authorization: Bearer KEY` (servers with tenants need one)."""
-        self._metadata = auth_metadata(api_key)
+        self._auth = auth_metadata(api_key)
         self._channel = channel or grpc.insecure_channel(target)
         self._stub = pb_grpc.MemoryServiceStub(self._channel)
         self.timeout = timeout
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """Per call: the API key and, when the caller traces, its trace context."""
+        return call_metadata(self._auth)
 
     def close(self) -> None:
         self._channel.close()
