@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 STAMP := $(VENV)/.installed
 
-.PHONY: install model system-deps serve test test-fast proto lint clean
+.PHONY: install model system-deps ts-client trace-backend serve test test-fast proto lint clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,18 +34,34 @@ system-deps:
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1; } || \
 	  echo "could not install redis-server: the Redis store tests will be skipped"; }
 
-test: model system-deps
+# the TypeScript client (npm ci when its lockfile changed, then tsc); without npm its tests skip, saying why
+ts-client:
+	scripts/build_ts_client.sh
+
+# a real OTLP trace backend for the tracing test (Arize Phoenix, about 850 MB), in its own venv: it pins its own
+# packages. Without it that test skips, saying why.
+PHOENIX_VENV := $(DELTAMEM_CACHE_DIR)/phoenix-venv
+PHOENIX_STAMP := $(PHOENIX_VENV)/.installed-20.26.1
+$(PHOENIX_STAMP):
+	@echo "installing arize-phoenix into $(PHOENIX_VENV) (first time: about a minute)"
+	@test -x $(PHOENIX_VENV)/bin/python || python3 -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip --disable-pip-version-check install -q arize-phoenix==20.26.1
+	@touch $@
+
+trace-backend: $(PHOENIX_STAMP)
+
+test: model system-deps ts-client trace-backend
 	$(VENV)/bin/pytest -q
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow"
 
-proto: install
+proto: install ts-client
 	$(PY) scripts/gen_proto.py
 
 lint: install
-	$(VENV)/bin/ruff check kernels runtime service clients/python tests scripts
-	$(VENV)/bin/ruff format --check kernels runtime service clients/python tests scripts
+	$(VENV)/bin/ruff check kernels runtime service evals bench clients/python tests scripts examples
+	$(VENV)/bin/ruff format --check kernels runtime service evals bench clients/python tests scripts examples
 	cd proto && ../$(VENV)/bin/buf lint
 
 clean:

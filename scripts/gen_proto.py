@@ -1,4 +1,6 @@
-"""Generate the Python protobuf/gRPC code for proto/deltamem/v1 into clients/python (or another folder).
+"""Generate the Python protobuf/gRPC code for proto/deltamem/v1 into clients/python (or another folder); run as
+a script it also regenerates the TypeScript client's code (scripts/gen_ts_client.py) and docs/api-reference.md
+(scripts/gen_api_reference.py).
 
 The one command that produces generated code: `make proto`. tests/test_proto.py runs it into a temporary folder
 and fails if the committed files differ, so generated code can never go stale.
@@ -53,8 +55,22 @@ def generate(out_dir: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    for path in generate(parser.parse_args().out):
+    parser.add_argument("--python-only", action="store_true", help="skip the TypeScript code and the API reference")
+    args = parser.parse_args()
+    for path in generate(args.out):
         print(path, file=sys.stderr)
+    if args.python_only:
+        return
+    # siblings in scripts/, importable because running this file puts its folder first on sys.path
+    import gen_api_reference
+    import gen_ts_client
+
+    print(gen_api_reference.generate(), file=sys.stderr)
+    try:
+        for path in gen_ts_client.generate():
+            print(path, file=sys.stderr)
+    except gen_ts_client.MissingTool as missing:
+        raise SystemExit(f"the TypeScript client was NOT regenerated: {missing}") from None
 
 
 if __name__ == "__main__":
