@@ -27,6 +27,15 @@ VALUE_SETS = {
         "metrics": {"serviceMonitor": {"enabled": True}},
     },
     "cpu-only-ephemeral": {"gpu": {"enabled": False}, "store": {"sqlite": {"size": 0}}},
+    "traced": {
+        "tracing": {
+            "enabled": True,
+            "endpoint": "http://otel-collector.observability:4317",
+            "sampler": "parentbased_traceidratio",
+            "samplerArg": "0.25",
+            "headersSecret": "otel-headers",
+        }
+    },
 }
 
 
@@ -107,6 +116,20 @@ def test_autoscaling_renders_an_hpa_and_no_fixed_replicas():
     assert "replicas" not in by_kind(objects, "Deployment")[0]["spec"]
 
 
+def test_tracing_is_off_by_default_and_configured_by_otel_variables_when_on():
+    assert not [e for e in server_container(render({}))["env"] if e["name"].startswith("OTEL_")]
+    env = {e["name"]: e for e in server_container(render(VALUE_SETS["traced"]))["env"]}
+    assert env["OTEL_TRACES_EXPORTER"]["value"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability:4317"
+    assert env["OTEL_TRACES_SAMPLER"]["value"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.25"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {"name": "otel-headers", "key": "headers"}
+    assert "value" not in env["OTEL_EXPORTER_OTLP_HEADERS"]  # never inlined
+    assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"
+    names = list(env)
+    assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")  # $(VAR) needs it defined first
+
+
 def test_cpu_only_values_request_no_gpu():
     container = server_container(render(VALUE_SETS["cpu-only-ephemeral"]))
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
@@ -121,6 +144,9 @@ def test_cpu_only_values_request_no_gpu():
         ({"image": {"tag": "latest"}}, "image/tag"),
         ({"server": {"port": 0}}, "server/port"),
         ({"unknown": 1}, "unknown"),
+        ({"tracing": {"enabled": True}}, "tracing/endpoint"),
+        ({"tracing": {"enabled": True, "endpoint": "collector:4317"}}, "tracing/endpoint"),
+        ({"tracing": {"sampler": "sometimes"}}, "tracing/sampler"),
     ],
 )
 def test_bad_values_are_refused_with_reasons(values, message):
