@@ -34,6 +34,7 @@ class _Pass:
     message_ids: torch.Tensor | None  # [B, T] long, -1 = not written (message_mean adapters only)
     reads: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, N*r]
     final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, N, r, r]
+    gates: list[torch.Tensor] | None = None  # the write gates (beta) of every layer, when asked for (training)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class MemoryOutput:
     logits: torch.Tensor
     state: torch.Tensor  # [B, L, N, r, r] fp32, the memory after this pass (the input state when writes are off)
     past_key_values: object | None
+    gates: list[torch.Tensor] | None = None  # per layer [B, T, N, r] write gates, with return_gates
 
 
 class MemoryModel(nn.Module):
@@ -113,6 +115,7 @@ class MemoryModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         logits_at: torch.Tensor | None = None,
+        return_gates: bool = False,
     ) -> MemoryOutput:
         """input_ids: [B, T]; state: [B, L, N, r, r]. With `write` off every token reads `state` and the returned
         state is `state` itself. Token-state adapters: every token reads the state as it was before its own
@@ -120,7 +123,8 @@ class MemoryModel(nn.Module):
         at the start of the call, and each message (`message_ids` >= 0, in id order) is written once, from
         the mean of its tokens' attention inputs. `attention_mask` (4D) and `position_ids` pass through to the
         backbone (batched engines give their own); `logits_at` ([B] positions) returns logits [B, V] for one
-        position per row instead of the `logits_to_keep` last ones."""
+        position per row instead of the `logits_to_keep` last ones. `return_gates` keeps each layer's write
+        gates (beta) in MemoryOutput.gates, for training's gate regulariser."""
         if state.shape[1:] != self.state_shape or state.shape[0] != input_ids.shape[0]:
             raise ValueError(f"state has shape {list(state.shape)}, expected {[input_ids.shape[0], *self.state_shape]}")
         if self.writes_messages and write and message_ids is None:
@@ -132,6 +136,7 @@ class MemoryModel(nn.Module):
         if write_mask is not None and input_ids.shape[1] == 1 and bool(write_mask.all()):
             write_mask = None  # decode rows that all write: skip the masking work in every layer
         run = _Pass(state=state.float(), write=write, write_mask=write_mask, message_ids=message_ids)
+        run.gates = [] if return_gates else None
         self._pass = run if self.memory_enabled else None
         write = write and self.memory_enabled
         extra = {"attention_mask": attention_mask, "position_ids": position_ids}
@@ -155,7 +160,9 @@ class MemoryModel(nn.Module):
         finally:
             self._pass = None
         new_state = torch.stack([run.final[i] for i in range(self.num_layers)], dim=1) if write else run.state
-        return MemoryOutput(logits=logits, state=new_state, past_key_values=cache if use_cache else None)
+        return MemoryOutput(
+            logits=logits, state=new_state, past_key_values=cache if use_cache else None, gates=run.gates
+        )
 
     def _make_scan_hook(self, index: int):
         def hook(module, args, kwargs):
@@ -172,6 +179,8 @@ class MemoryModel(nn.Module):
                 reads = reads[:, None]
             else:
                 q, k, v, beta = adapter.project(x)
+                if run.gates is not None and run.write and run.message_ids is None:
+                    run.gates.append(beta)  # token writes (message-mean gates come from the means, not kept)
                 if run.write and run.message_ids is not None:
                     run.final[index] = self._write_message_means(index, x, run.message_ids, layer_state)
                     reads = torch.einsum("bnij,btnj->btni", layer_state, q)

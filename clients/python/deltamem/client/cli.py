@@ -1,4 +1,5 @@
-"""The `deltamem` command line: serve, chat, update, fork, state (and create, list, delete)."""
+"""The `deltamem` command line: chat, update, fork, state (and create, list, delete); serve, train and eval
+when the server package is installed."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ from google.protobuf.json_format import MessageToDict
 
 from deltamem.client.sync import DEFAULT_TARGET, MemoryClient, tls_channel
 
+# commands that live in the server package (`pip install deltamem`), not in this light client
+SERVER_COMMANDS = {"serve": "deltamem.service.cli", "train": "deltamem.evals.cli", "eval": "deltamem.evals.cli"}
 
-def _serve(argv: list[str]) -> int:
+
+def _server_command(argv: list[str]) -> int:
+    import importlib
+
     try:
-        from deltamem.service.cli import main as serve_main
+        module = importlib.import_module(SERVER_COMMANDS[argv[0]])
     except ImportError:
-        print("error: `deltamem serve` needs the server package: pip install deltamem", file=sys.stderr)
+        print(f"error: `deltamem {argv[0]}` needs the server package: pip install deltamem", file=sys.stderr)
         return 2
-    return serve_main(argv)
+    return module.main(argv[1:]) if argv[0] == "serve" else module.main(argv)
 
 
 def _print_json(message) -> None:
@@ -109,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "serve" in argv[:1]:
-        return _serve(argv[1:])
+    if argv[:1] and argv[0] in SERVER_COMMANDS:
+        return _server_command(argv)
     args = build_parser().parse_args(argv)
     channel = tls_channel(args.target, args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca else None
     with MemoryClient(args.target, channel=channel, timeout=args.timeout, api_key=args.api_key) as client:
