@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from deltamem.service.config import ServerConfig
+from deltamem.service.config import BACKENDS, ServerConfig
 
 log = logging.getLogger("deltamem")
 
@@ -28,13 +28,23 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         "--adapter",
         type=Path,
         default=base.adapter_dir,
-        help="δ-mem adapter in the reference format (default: untrained reference init)",
+        help="δ-mem adapter in the reference format (default: the shipped trained adapter for the embedded model, "
+        "the untrained reference init for any other)",
+    )
+    parser.add_argument(
+        "--untrained-adapter", action="store_true", help="use the untrained reference init even for the embedded model"
     )
     parser.add_argument("--cache-dir", type=Path, default=base.cache_dir, help="model cache (default %(default)s)")
     parser.add_argument(
         "--data-dir", type=Path, default=base.data_dir, help="durable session store (default: CACHE_DIR/sessions)"
     )
     parser.add_argument("--ephemeral", action="store_true", help="keep sessions in memory only (lost at exit)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=base.backend,
+        help="engine: torch (in-process, CPU or GPU) or sglang (GPU; docs/sglang.md) (default %(default)s)",
+    )
     parser.add_argument(
         "--store",
         default=base.store_url,
@@ -104,6 +114,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             port=args.port,
             model_dir=args.model,
             adapter_dir=args.adapter,
+            untrained_adapter=args.untrained_adapter,
+            backend=args.backend,
             cache_dir=args.cache_dir,
             data_dir=args.data_dir,
             persist=not args.ephemeral,
@@ -129,12 +141,31 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         parser.error(str(exc))
 
 
+def open_engine(config: ServerConfig, model_dir: Path, adapter_dir: Path | None):
+    """The configured backend: the in-process PyTorch BatchEngine, or SGLang (GPU only; docs/sglang.md)."""
+    if config.backend == "sglang":
+        try:
+            import sglang  # noqa: F401 - fail here, with the reason, rather than deep inside the engine
+
+            from deltamem.runtime.sglang_backend.engine import SGLangEngine
+        except ImportError as exc:
+            raise ImportError(f"--backend sglang needs SGLang on a GPU machine (see docs/sglang.md): {exc}") from exc
+        if adapter_dir is None:
+            raise ValueError("--backend sglang needs an adapter (--adapter DIR)")
+        return SGLangEngine(
+            model_dir, adapter_dir, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens
+        )
+    from deltamem.runtime.backbone import load_model
+    from deltamem.runtime.batch_engine import BatchEngine
+
+    loaded = load_model(model_dir, adapter_dir)
+    return BatchEngine(loaded, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens)
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.batch_engine import BatchEngine
-    from deltamem.runtime.default_model import DefaultModelUnavailable, prepare_default_model
+    from deltamem.runtime.default_model import DefaultModelUnavailable, default_adapter_dir, prepare_default_model
     from deltamem.runtime.store import StoreMismatch
     from deltamem.service.auth import ApiKeys
     from deltamem.service.metrics import Metrics
@@ -151,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         model_dir = config.model_dir or prepare_default_model(config.cache_dir)
-        loaded = load_model(model_dir, config.adapter_dir)
-    except (DefaultModelUnavailable, FileNotFoundError, ValueError) as exc:
+        adapter_dir = default_adapter_dir(config.model_dir, config.adapter_dir, config.untrained_adapter)
+        engine = open_engine(config, model_dir, adapter_dir)
+    except (DefaultModelUnavailable, FileNotFoundError, ValueError, ImportError) as exc:
         log.error("cannot load the model: %s", exc)
         return 2
     try:
@@ -166,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start tracing: %s", exc)
         return 2
     log.info("tracing: %s", "OpenTelemetry (OTEL_* settings)" if provider else "off (no OTEL_* exporter set)")
-    engine = BatchEngine(loaded, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens)
     try:
         sessions = open_sessions(engine, config)
     except StoreMismatch as exc:
@@ -186,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir.name,
         config.host,
         running.port,
-        loaded.backbone_fingerprint,
-        loaded.adapter_fingerprint,
+        engine.backbone_fingerprint,
+        engine.adapter_fingerprint,
         time.monotonic() - started,
     )
     serve_until_signalled(running, config.grace_seconds, config.drain_notice_seconds)

@@ -14,6 +14,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DELTAMEM_CACHE_DIR") or Path.home() / ".cache" / "deltamem")
 
 
+BACKENDS = ("torch", "sglang")
+
+
 def tracing_requested(env: Mapping[str, str]) -> bool:
     """Tracing is off unless OTEL_TRACES_EXPORTER names an exporter or an OTLP endpoint is set; OTEL_SDK_DISABLED
     turns it off whatever else is set (the OpenTelemetry convention)."""
@@ -30,7 +33,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     model_dir: Path | None = None  # None = the embedded default model
-    adapter_dir: Path | None = None  # None = the untrained reference-init adapter
+    adapter_dir: Path | None = None  # None = the shipped trained adapter (embedded model) or the reference init
+    untrained_adapter: bool = False  # the reference init even for the embedded model
+    backend: str = "torch"  # the engine: torch (in-process) or sglang (GPU)
     cache_dir: Path = Path(".cache")
     data_dir: Path | None = None  # where sessions are stored durably; None = cache_dir / "sessions"
     persist: bool = True  # False: sessions live in memory only and are lost at exit
@@ -67,6 +72,8 @@ class ServerConfig:
             raise ValueError("TLS needs both a certificate and a key")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("mutual TLS (a client CA) needs the server's own certificate and key too")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
@@ -82,7 +89,7 @@ class ServerConfig:
     def from_env(cls) -> ServerConfig:
         """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _STORE_URL,
         _MAX_WORKERS, _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL, _API_KEYS_FILE, _API_KEYS,
-        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS, _METRICS_PORT, _TLS_CERT, _TLS_KEY, _TLS_CLIENT_CA."""
+        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS, _METRICS_PORT, _TLS_CERT, _TLS_KEY, _TLS_CLIENT_CA, _BACKEND."""
         env = os.environ
         return cls(
             host=env.get("DELTAMEM_HOST", cls.host),
@@ -106,4 +113,5 @@ class ServerConfig:
             tls_key=Path(env["DELTAMEM_TLS_KEY"]) if env.get("DELTAMEM_TLS_KEY") else None,
             tls_client_ca=Path(env["DELTAMEM_TLS_CLIENT_CA"]) if env.get("DELTAMEM_TLS_CLIENT_CA") else None,
             tracing=tracing_requested(env),
+            backend=env.get("DELTAMEM_BACKEND", cls.backend),
         )

@@ -53,9 +53,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     @map_errors
     def CreateSession(self, request, context):
         self._accepting()
+        policy = convert.context_policy(request.context_policy)
+        if policy != "none" and not getattr(self.engine, "keeps_context", True):
+            raise InvalidRequest(f"this server's engine keeps no context: use context policy none, not {policy}")
         info = self.sessions.create(
             dict(request.metadata),
-            convert.context_policy(request.context_policy),
+            policy,
             request.window_tokens,
             tenant=self._tenant(context),
         )
