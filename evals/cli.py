@@ -25,12 +25,18 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def load_for(args):
+    """(model directory, loaded model): training starts from --init or the reference init; evaluation loads
+    --adapter, by default the shipped one for the embedded model."""
     from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.default_model import prepare_default_model
+    from deltamem.runtime.default_model import default_adapter_dir, prepare_default_model
     from deltamem.service.config import default_cache_dir
 
     model_dir = args.model or prepare_default_model(default_cache_dir())
-    return model_dir, load_model(model_dir, getattr(args, "init", None) or getattr(args, "adapter", None), args.device)
+    if hasattr(args, "init"):
+        adapter = args.init
+    else:
+        adapter = default_adapter_dir(args.model, args.adapter, args.untrained_adapter)
+    return model_dir, load_model(model_dir, adapter, args.device)
 
 
 def train_main(argv: list[str]) -> int:

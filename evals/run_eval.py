@@ -171,6 +171,7 @@ def eval_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="deltamem eval", description="Measure memory quality in five regimes.")
     parser.add_argument("--model", type=Path, help="HF model directory (default: the embedded model)")
     parser.add_argument("--adapter", type=Path, help="adapter directory (default: the shipped trained adapter)")
+    parser.add_argument("--untrained-adapter", action="store_true", help="evaluate the untrained reference init")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     parser.add_argument("--max-batch", type=int, default=8, help="questions generated at once")

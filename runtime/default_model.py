@@ -68,6 +68,20 @@ def is_cache_valid(target: Path, source: Path) -> bool:
     return all(recorded.get(key) == value for key, value in identity.items())
 
 
+# the adapter this project trained for the default model (evals/train.py; docs/results.md), shipped in the package
+DEFAULT_ADAPTER_DIR = Path(__file__).parent / "default_adapter"
+
+
+def default_adapter_dir(model_dir: Path | None, adapter_dir: Path | None, untrained: bool = False) -> Path | None:
+    """The adapter to load: the one asked for; else, for the embedded default model (model_dir None), the shipped
+    trained adapter unless `untrained`; else None (the untrained reference init)."""
+    if adapter_dir is not None:
+        return adapter_dir
+    if model_dir is None and not untrained and (DEFAULT_ADAPTER_DIR / "delta_mem_adapter.pt").is_file():
+        return DEFAULT_ADAPTER_DIR
+    return None
+
+
 def prepare_default_model(cache_dir: Path, force: bool = False) -> Path:
     """Return the fp32 model directory, converting the GGUF file first if the cache is missing or stale."""
     source = gguf_source_path()
