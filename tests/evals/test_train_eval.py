@@ -121,3 +121,22 @@ def test_evaluation_runs_end_to_end_and_empty_memory_matches_the_frozen_model(ti
     assert results["adapter"]["context_only"] == results["frozen"]["context_only"]
     assert any(e["state_only"] != e["no_context"] for e in examples)  # memory changed something
     assert "state_only" in table(results)
+
+
+def test_evaluation_reads_a_locomo_file(tiny, tokenizer, tmp_path):
+    """The --locomo path: a file in the LoCoMo schema (here two synthetic samples written out) is loaded,
+    validated and scored by LoCoMo F1 per question."""
+    import json
+
+    from deltamem.evals.synthetic import build
+
+    path = tmp_path / "locomo-like.json"
+    path.write_text(json.dumps(build("heldout", 2, seed=5)))
+    engine = BatchEngine(LoadedModel(tiny(), tokenizer, "tiny", "tiny"), max_batch=4)
+    try:
+        results = evaluate(engine, EvalConfig(samples=2, max_new_tokens=2, locomo=str(path)))
+    finally:
+        engine.close()
+    assert results["data"] == str(path)
+    assert "recall" not in results["adapter"]["no_context"]  # LoCoMo is scored by F1
+    assert results["adapter"]["no_context"]["questions"] == sum(len(s["qa"]) for s in json.loads(path.read_text()))
