@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from deltamem.evals.train import TrainConfig
+from deltamem.runtime.adapter_config import DeltaMemConfig
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -19,6 +20,13 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", type=Path, help="start from this adapter instead of the reference init")
     parser.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    parser.add_argument(
+        "--beta-bias-init",
+        type=float,
+        default=DeltaMemConfig.beta_bias_init,
+        help="initial write-gate bias of a new adapter: sigmoid(b) is the starting write strength and 1 - it the "
+        "per-token decay (default %(default)s, the reference's)",
+    )
     for field in fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
     return parser
@@ -33,9 +41,9 @@ def load_for(args):
 
     model_dir = args.model or prepare_default_model(default_cache_dir())
     if hasattr(args, "init"):
-        adapter = args.init
-    else:
-        adapter = default_adapter_dir(args.model, args.adapter, args.untrained_adapter)
+        init = DeltaMemConfig(beta_bias_init=args.beta_bias_init)
+        return model_dir, load_model(model_dir, args.init, args.device, init_config=init)
+    adapter = default_adapter_dir(args.model, args.adapter, args.untrained_adapter)
     return model_dir, load_model(model_dir, adapter, args.device)
 
 

@@ -40,6 +40,7 @@ def load_model(
     adapter_dir: Path | None = None,
     device: str = "cpu",
     seed: int = 0,
+    init_config: DeltaMemConfig | None = None,
 ) -> LoadedModel:
     """Load the backbone in fp32 inference mode with a δ-mem adapter: from `adapter_dir` (reference format) if
     given, else the deterministic untrained init of the reference recipe."""
@@ -60,7 +61,7 @@ def load_model(
         load_adapter_weights(Path(adapter_dir), list(model.adapters))
         log.info("adapter loaded from %s", adapter_dir)
     else:
-        model = MemoryModel(backbone, DeltaMemConfig()).to(device)
+        model = MemoryModel(backbone, init_config or DeltaMemConfig()).to(device)
         model.init_adapter(seed)
         log.warning("no adapter given: using an UNTRAINED adapter (reference init, seed %d)", seed)
     model.eval().requires_grad_(False)
