@@ -31,9 +31,9 @@ from deltamem.runtime.engine import (
     GenerationOutcome,
     GenerationRequest,
     TokenEvent,
+    token_events,
 )
 from deltamem.runtime.engine_trace import NO_TRACE, JobTrace, NoTrace
-from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.sampling import make_generator, sample_next
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,8 @@ class BatchEngine(Engine):
         """State-pool slots held by requests in flight (read by metrics; a racy read is fine there)."""
         return self.max_batch - len(self._free_slots)
 
-    def _check_input_length(self, count: int) -> None:
-        if self.max_input_tokens is not None and count > self.max_input_tokens:
-            raise InvalidRequest(f"the input has {count} tokens; this server takes at most {self.max_input_tokens}")
-
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        if not encoded.ids:
-            raise InvalidRequest("nothing to write: the input is empty")
-        self._check_input_length(len(encoded.ids))
+        self.check_write_input(encoded)
         job = self._submit(encoded.ids, encoded.message_ids, True, None, state, kind="write")
         outcome = self._next_event(job)
         written = encoded.tokens_written(self.model.writes_messages)
@@ -120,7 +114,7 @@ class BatchEngine(Engine):
         self, state: torch.Tensor, request: GenerationRequest, context: SequenceKV | None = None
     ) -> Iterator[TokenEvent | GenerationOutcome]:
         """As Engine.generate; `context` (owned by this call from now on) is KV to continue after."""
-        self._check_input_length(len(request.prompt_ids))
+        self.check_input_length(len(request.prompt_ids))
         message_ids = request.prompt_message_ids or (0,) * len(request.prompt_ids)
         job = self._submit(request.prompt_ids, message_ids, request.write_input, request, state, context)
         try:
@@ -312,27 +306,15 @@ class BatchEngine(Engine):
 
     def _accept(self, job: _Job, token: int) -> None:
         """A token was sampled: stream it, and decide whether generation goes on."""
-        request = job.request
         job.generated.append(token)
-        text = job.detok.add(token)
-        if job.detok.stopped:
-            job.finish = "stop_sequence"
-        elif token in self.end_of_turn_ids and not request.ignore_end_of_turn:
-            job.finish = "end_of_turn"
-        elif len(job.generated) >= request.max_new_tokens:
-            job.events.put(TokenEvent((token,), text))
-            tail = job.detok.flush()
-            if tail:
-                job.events.put(TokenEvent((), tail))
-            job.finish = "length"
-            self._close(job)
-            return
-        else:
-            job.events.put(TokenEvent((token,), text))
+        events, finish = token_events(job.detok, token, self.end_of_turn_ids, job.request, len(job.generated))
+        for event in events:
+            job.events.put(event)
+        if finish is None:
             job.next_token, job.phase = token, DECODE
-            return
-        job.events.put(TokenEvent((token,), text + job.detok.flush()))
-        self._close(job)
+        else:
+            job.finish = finish
+            self._close(job)
 
     def _close(self, job: _Job) -> None:
         """Generation ended: the output still has to be written where the request asks for it, and fed in full

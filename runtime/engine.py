@@ -76,6 +76,22 @@ class TokenEvent:
     text: str
 
 
+def token_events(detok, token: int, end_of_turn_ids, request: GenerationRequest, generated: int):
+    """(events, finish reason) for one sampled token, the `generated`-th: the reason is None while generation goes
+    on. A stop sequence or the end of the turn ends it with the rest of the text in this token's event; reaching
+    max_new_tokens ends it after this token, the detokenizer's held-back tail following as an event of its own.
+    Every engine streams by this one rule."""
+    text = detok.add(token)
+    if detok.stopped:
+        return [TokenEvent((token,), text + detok.flush())], "stop_sequence"
+    if token in end_of_turn_ids and not request.ignore_end_of_turn:
+        return [TokenEvent((token,), text + detok.flush())], "end_of_turn"
+    if generated >= request.max_new_tokens:
+        tail = detok.flush()
+        return [TokenEvent((token,), text), *([TokenEvent((), tail)] if tail else [])], "length"
+    return [TokenEvent((token,), text)], None
+
+
 @dataclass(frozen=True)
 class GenerationOutcome:
     state: torch.Tensor  # [L, N, r, r], the memory after the call
@@ -89,6 +105,8 @@ class GenerationOutcome:
 
 
 class Engine:
+    max_input_tokens: int | None = None  # tokens per call; None = no limit (the serving engines set one)
+
     def __init__(self, loaded: LoadedModel, prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -103,6 +121,17 @@ class Engine:
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.end_of_turn_ids = frozenset(eos_ids)
+
+    # ---- input checks every engine shares -------------------------------------------------------------------
+    def check_input_length(self, count: int) -> None:
+        if self.max_input_tokens is not None and count > self.max_input_tokens:
+            raise InvalidRequest(f"the input has {count} tokens; this server takes at most {self.max_input_tokens}")
+
+    def check_write_input(self, encoded: EncodedInput) -> None:
+        """A write refuses an empty input and one over the length limit."""
+        if not encoded.ids:
+            raise InvalidRequest("nothing to write: the input is empty")
+        self.check_input_length(len(encoded.ids))
 
     # ---- tokenisation -------------------------------------------------------------------------------------
     def encode_text(self, text: str) -> EncodedInput:
@@ -182,8 +211,7 @@ class Engine:
 
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
         """Write the input into a copy of `state` ([L, N, r, r]); return the new state and tokens written."""
-        if not encoded.ids:
-            raise InvalidRequest("nothing to write: the input is empty")
+        self.check_write_input(encoded)
         _, new_state = self._prefill(encoded.ids, state, True, DynamicCache(), encoded.message_ids)
         written = encoded.tokens_written(self.model.writes_messages)
         return new_state, written
@@ -202,26 +230,14 @@ class Engine:
         generator = make_generator(request.sampling)
         detok = IncrementalDetokenizer(self.tokenizer, request.stop)
         generated: list[int] = []
-        finish = "length"
-        while len(generated) < request.max_new_tokens:
+        finish = None
+        while finish is None:
             token = sample_next(logits, request.sampling, generator)
             generated.append(token)
-            text = detok.add(token)
-            if detok.stopped:
-                finish = "stop_sequence"
-            elif token in self.end_of_turn_ids and not request.ignore_end_of_turn:
-                finish = "end_of_turn"
-            else:
-                yield TokenEvent((token,), text)
-                if len(generated) < request.max_new_tokens:
-                    logits, state = self._forward([token], state, write_each_token, cache)
-                continue
-            yield TokenEvent((token,), text + detok.flush())
-            break
-        else:
-            tail = detok.flush()
-            if tail:
-                yield TokenEvent((), tail)
+            events, finish = token_events(detok, token, self.end_of_turn_ids, request, len(generated))
+            yield from events
+            if finish is None:
+                logits, state = self._forward([token], state, write_each_token, cache)
         if write_each_token:
             # the last sampled token was never fed back; write it so every generated token is in memory
             _, state = self._forward([generated[-1]], state, True, cache)

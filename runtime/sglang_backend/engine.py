@@ -29,7 +29,14 @@ from deltamem.runtime.adapter import adapter_fingerprint, load_adapter_weights
 from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
 from deltamem.runtime.backbone import backbone_fingerprint
 from deltamem.runtime.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine import EncodedInput, Engine, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.engine import (
+    EncodedInput,
+    Engine,
+    GenerationOutcome,
+    GenerationRequest,
+    TokenEvent,
+    token_events,
+)
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.memory_model import UnsupportedBackbone
 from deltamem.runtime.sampling import SamplingParams
@@ -153,14 +160,8 @@ class SGLangEngine(Engine):
     def empty_state(self) -> torch.Tensor:
         return torch.zeros(self.state_shape, dtype=torch.float32)
 
-    def _check_input_length(self, count: int) -> None:
-        if self.max_input_tokens is not None and count > self.max_input_tokens:
-            raise InvalidRequest(f"the input has {count} tokens; this server takes at most {self.max_input_tokens}")
-
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        if not encoded.ids:
-            raise InvalidRequest("nothing to write: the input is empty")
-        self._check_input_length(len(encoded.ids))
+        self.check_write_input(encoded)
         return self._written_state(state, encoded.ids), len(encoded.ids)
 
     def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int):
@@ -171,32 +172,25 @@ class SGLangEngine(Engine):
     ) -> Iterator[TokenEvent | GenerationOutcome]:
         if context is not None or request.keep_context:
             raise InvalidRequest("the sglang backend keeps no KV context: use sessions with context policy 'none'")
-        self._check_input_length(len(request.prompt_ids))
+        self.check_input_length(len(request.prompt_ids))
         slot = self._acquire(state)
         flags = RequestFlags(slot, request.write_input, request.write_output)
         detok = IncrementalDetokenizer(self.tokenizer, request.stop)
         generated: list[int] = []
-        finish = "length"
+        finish = None
         try:
             stream = self._stream(encode_rid(flags), request.prompt_ids, request.sampling, request.max_new_tokens)
             try:
                 for token in (t for chunk in stream for t in chunk):
                     generated.append(token)
-                    text = detok.add(token)
-                    if detok.stopped:
-                        finish = "stop_sequence"
-                    elif token in self.end_of_turn_ids and not request.ignore_end_of_turn:
-                        finish = "end_of_turn"
-                    else:
-                        yield TokenEvent((token,), text)
-                        if len(generated) >= request.max_new_tokens:
-                            break
-                        continue
-                    yield TokenEvent((token,), text + detok.flush())
-                    break
+                    events, finish = token_events(detok, token, self.end_of_turn_ids, request, len(generated))
+                    yield from events
+                    if finish is not None:
+                        break
             finally:
                 stream.close()  # aborts SGLang's request if it is still running, and waits for it to end
-            if finish == "length":
+            if finish is None:  # SGLang ended the stream itself (at its own length limit)
+                finish = "length"
                 tail = detok.flush()
                 if tail:
                     yield TokenEvent((), tail)

@@ -39,7 +39,21 @@ def adapter_dir_from_env() -> Path:
 
 
 class _DeltaMem:
-    """What both entry classes add to SGLang's model: the adapters, the request states and the hooks."""
+    """What both entry classes add to SGLang's model (the class after this one in their bases): the adapters,
+    the request states and the hooks, attached after SGLang builds the model, loaded after its weights."""
+
+    def __init__(self, config, quant_config=None, prefix: str = ""):
+        super().__init__(config, quant_config=quant_config, prefix=prefix)
+        self._attach_memory(config)
+
+    @torch.no_grad()
+    def forward(self, input_ids, positions, forward_batch, *args, **kwargs):
+        return self._memory_forward(super().forward, input_ids, positions, forward_batch, *args, **kwargs)
+
+    def load_weights(self, weights):
+        result = super().load_weights(weights)
+        self._load_adapter()
+        return result
 
     def _attach_memory(self, hf_config) -> None:
         tp_size = getattr(get_parallel(), "tp_size", 1)
@@ -131,35 +145,9 @@ class _DeltaMem:
 class LlamaForCausalLM(_DeltaMem, _SGLangLlama):
     """SGLang's Llama (SmolLM2 and other Llama-style checkpoints) with δ-mem."""
 
-    def __init__(self, config, quant_config=None, prefix: str = ""):
-        super().__init__(config, quant_config=quant_config, prefix=prefix)
-        self._attach_memory(config)
-
-    @torch.no_grad()
-    def forward(self, input_ids, positions, forward_batch, *args, **kwargs):
-        return self._memory_forward(super().forward, input_ids, positions, forward_batch, *args, **kwargs)
-
-    def load_weights(self, weights):
-        result = super().load_weights(weights)
-        self._load_adapter()
-        return result
-
 
 class Qwen3ForCausalLM(_DeltaMem, _SGLangQwen3):
     """SGLang's Qwen3 with δ-mem (the released adapter is for Qwen3-4B-Instruct-2507)."""
-
-    def __init__(self, config, quant_config=None, prefix: str = ""):
-        super().__init__(config, quant_config=quant_config, prefix=prefix)
-        self._attach_memory(config)
-
-    @torch.no_grad()
-    def forward(self, input_ids, positions, forward_batch, *args, **kwargs):
-        return self._memory_forward(super().forward, input_ids, positions, forward_batch, *args, **kwargs)
-
-    def load_weights(self, weights):
-        result = super().load_weights(weights)
-        self._load_adapter()
-        return result
 
 
 EntryClass = [LlamaForCausalLM, Qwen3ForCausalLM]
