@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from deltamem.evals.conversation import session_numbers
 from deltamem.evals.prompts import answer_ids, encode_chat, question_prompt
-from deltamem.evals.synthetic import build, to_training
+from deltamem.evals.synthetic import build, history_messages, to_training
 from deltamem.runtime.adapter import save_adapter
 from deltamem.runtime.memory_model import MemoryModel
 
@@ -37,6 +38,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.0
     state_only_fraction: float = 0.2  # read passes that see no history turn: memory only
+    focus_fraction: float = 0.0  # examples cut to one question's evidence turns (a curriculum; 0 = the reference)
     gate_weight: float = 0.01
     examples: int = 2000  # synthetic training conversations
     data_seed: int = 0
@@ -47,8 +49,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.examples < 1 or self.save_every < 1:
             raise ValueError("steps, batch_size, examples and save_every must be >= 1")
-        if not 0 <= self.state_only_fraction <= 1 or not 0 <= self.warmup_fraction < 1:
-            raise ValueError("state_only_fraction must be in [0, 1] and warmup_fraction in [0, 1)")
+        if not 0 <= self.state_only_fraction <= 1 or not 0 <= self.focus_fraction <= 1:
+            raise ValueError("state_only_fraction and focus_fraction must be in [0, 1]")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError("warmup_fraction must be in [0, 1)")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -63,13 +67,39 @@ class Example:
     pairs: list[tuple[str, str]]
 
 
+def as_example(tokenizer, messages: list[dict], pairs: list[tuple[str, str]]) -> Example:
+    ids, owners = encode_chat(tokenizer, messages, add_generation_prompt=False)
+    return Example(ids, owners, messages[-2:], pairs)
+
+
 def synthetic_examples(tokenizer, count: int, seed: int) -> list[Example]:
     """The project's synthetic train split, first-person questions with sentence answers."""
     examples = []
     for sample in build("train", count, seed):
         training = to_training(sample, first_person=True, sentence_answers=True)
-        ids, owners = encode_chat(tokenizer, training.messages, add_generation_prompt=False)
-        examples.append(Example(ids, owners, training.messages[-2:], training.pairs))
+        examples.append(as_example(tokenizer, training.messages, training.pairs))
+    return examples
+
+
+def focused_examples(tokenizer, count: int, seed: int) -> list[Example]:
+    """Per question, a history of only the turns its evidence names (and the replies to them): one fact in
+    memory. The easiest case; mixed in, it teaches the gates and values to store a fact before the keys must
+    tell several facts apart."""
+    examples = []
+    for sample in build("train", count, seed):
+        messages = history_messages(sample)
+        turn_ids = [
+            turn["dia_id"]
+            for n in session_numbers(sample["conversation"])
+            for turn in sample["conversation"][f"session_{n}"]
+        ]
+        for item in sample["qa"]:
+            keep = set()
+            for evidence in item["evidence"]:
+                index = turn_ids.index(evidence)
+                keep.update(i for i in (index, index + 1) if i < len(messages))
+            history = [messages[i] for i in sorted(keep)]
+            examples.append(as_example(tokenizer, history, [(item["question_self"], item["answer_sentence_self"])]))
     return examples
 
 
@@ -185,12 +215,18 @@ def train(model: MemoryModel, tokenizer, out_dir: Path, config: TrainConfig, res
         random.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
     examples = synthetic_examples(tokenizer, config.examples, config.data_seed)
+    focused = focused_examples(tokenizer, config.examples, config.data_seed) if config.focus_fraction else []
     model.train()
     for step in range(start, config.steps):
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config)
         optimizer.zero_grad(set_to_none=True)
-        batch = [examples[random.randrange(len(examples))] for _ in range(config.batch_size)]
+        batch = [
+            focused[random.randrange(len(focused))]
+            if focused and random.random() < config.focus_fraction
+            else examples[random.randrange(len(examples))]
+            for _ in range(config.batch_size)
+        ]
         state_only = [random.random() < config.state_only_fraction for _ in batch]
         loss, gate_reg = batch_loss(model, tokenizer, batch, state_only, config)
         (loss + config.gate_weight * gate_reg).backward()

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from deltamem.evals.run_eval import REGIMES, EvalConfig, evaluate, table
-from deltamem.evals.train import TRAINER_STATE, TrainConfig, batch_loss, lr_factor, synthetic_examples, train
+from deltamem.evals.train import (
+    TRAINER_STATE,
+    TrainConfig,
+    batch_loss,
+    focused_examples,
+    lr_factor,
+    synthetic_examples,
+    train,
+)
 from deltamem.runtime.adapter import WEIGHTS_FILE, load_adapter_weights
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from deltamem.runtime.backbone import LoadedModel
@@ -140,3 +148,21 @@ def test_evaluation_reads_a_locomo_file(tiny, tokenizer, tmp_path):
     assert results["data"] == str(path)
     assert "recall" not in results["adapter"]["no_context"]  # LoCoMo is scored by F1
     assert results["adapter"]["no_context"]["questions"] == sum(len(s["qa"]) for s in json.loads(path.read_text()))
+
+
+def test_focused_examples_hold_only_the_asked_fact_in_its_latest_form(tokenizer):
+    from deltamem.evals.synthetic import build
+
+    samples = build("train", 12, seed=0)
+    examples = focused_examples(tokenizer, 12, 0)
+    assert len(examples) == sum(len(s["qa"]) for s in samples)
+    items = [item for s in samples for item in s["qa"]]
+    changed = [(e, item) for e, item in zip(examples, items, strict=True) if item["changed"]]
+    assert changed, "the data has changed facts"
+    for example, item in zip(examples, items, strict=True):
+        text = tokenizer.decode(example.history)
+        assert example.pairs == [(item["question_self"], item["answer_sentence_self"])]
+        assert item["answer"] in text
+        assert text.count("<|im_start|>user") == len(item["evidence"])  # the evidence turns, no other user turn
+    for example, item in changed:
+        assert item["previous"] not in tokenizer.decode(example.history).split()  # the old value is not shown
