@@ -90,16 +90,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--fork-history", type=int, nargs="+", default=[1024, 32768])
+    parser.add_argument("--rounds", type=int, default=5, help="alternating frozen/δ-mem decode runs")
     args = parser.parse_args()
     print(f"# machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     loaded = load_model(prepare_default_model(default_cache_dir()))
     engine = BatchEngine(loaded, max_batch=8)
 
-    loaded.model.memory_enabled = False
-    frozen = decode_rate(engine, 1, args.new_tokens)
-    loaded.model.memory_enabled = True
-    memory = decode_rate(engine, 1, args.new_tokens)
-    print("\n## decode, one session, same engine")
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.rounds):  # alternating, so drift on a shared machine hits both alike
+        for enabled in (False, True):
+            loaded.model.memory_enabled = enabled
+            runs[enabled].append(decode_rate(engine, 1, args.new_tokens))
+    frozen, memory = statistics.median(runs[False]), statistics.median(runs[True])
+    print(f"\n## decode, one session, same engine (median of {args.rounds} alternating runs)")
     print(f"frozen backbone {frozen:.2f} tok/s; δ-mem {memory:.2f} tok/s; ratio {memory / frozen:.3f} (target >= 0.95)")
 
     print("\n## aggregate decode tokens/s, concurrent sessions (continuous batching, δ-mem on)")

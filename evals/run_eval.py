@@ -6,6 +6,8 @@ Regimes (what the model sees when asked a question about a conversation):
   context_only   the history in the prompt, empty memory
   context_state  the history in the prompt and in memory (how the published gains were measured)
   window_state   the last turns within `window_tokens` in the prompt, the whole history in memory
+  state_other    a control: the question alone, with ANOTHER conversation's history in memory. Where it scores
+                 as well as state_only, the adapter's answers do not come from what memory holds.
 The frozen backbone is the same model with memory switched off, so its state regimes equal the matching
 regimes without state; they are measured once and reported on both rows. Generation is greedy, through the
 serving engine (many questions batched at once), and scored with exact-match recall of the gold value and
@@ -26,8 +28,8 @@ from deltamem.evals.prompts import encode_chat, question_prompt, window_messages
 from deltamem.evals.synthetic import build, history_messages
 from deltamem.runtime.engine import EncodedInput, GenerationOutcome, GenerationRequest
 
-REGIMES = ("no_context", "state_only", "context_only", "context_state", "window_state")
-USES_STATE = frozenset({"state_only", "context_state", "window_state"})
+REGIMES = ("no_context", "state_only", "context_only", "context_state", "window_state", "state_other")
+USES_STATE = frozenset({"state_only", "context_state", "window_state", "state_other"})
 # with memory off, a regime is the same run as its twin; window_state with memory off is the window alone
 FROZEN_TWIN = {
     "no_context": "no_context",
@@ -35,6 +37,7 @@ FROZEN_TWIN = {
     "context_only": "context_only",
     "context_state": "context_only",
     "window_state": "window_state",
+    "state_other": "no_context",
 }
 
 
@@ -66,7 +69,7 @@ def questions_of(sample_index: int, sample: dict, synthetic: bool) -> list[Quest
 
 
 def prompt_for(tokenizer, regime: str, history: list[dict], question: str, window_tokens: int) -> list[int]:
-    if regime in ("no_context", "state_only"):
+    if regime in ("no_context", "state_only", "state_other"):
         context: list[dict] = []
     elif regime in ("context_only", "context_state"):
         context = history
@@ -94,11 +97,15 @@ def run_regimes(engine, samples, questions, regimes, config: EvalConfig, progres
         for index, history in enumerate(histories):
             ids, owners = encode_chat(tokenizer, history, add_generation_prompt=False)
             states[index], _ = engine.write(empty, EncodedInput(tuple(ids), tuple(owners)))
-    jobs = [
-        (regime, states.get(q.sample, empty) if regime in USES_STATE else empty, q)
-        for regime in regimes
-        for q in questions
-    ]
+
+    def memory(regime: str, sample: int):
+        if regime not in USES_STATE:
+            return empty
+        if regime == "state_other":  # the next conversation's memory (a different speaker and facts)
+            sample = (sample + 1) % len(histories)
+        return states.get(sample, empty)
+
+    jobs = [(regime, memory(regime, q.sample), q) for regime in regimes for q in questions]
     workers = getattr(engine, "max_batch", 1)
 
     def run(job):

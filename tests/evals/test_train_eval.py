@@ -128,6 +128,8 @@ def test_evaluation_runs_end_to_end_and_empty_memory_matches_the_frozen_model(ti
     assert results["adapter"]["no_context"] == results["frozen"]["no_context"]
     assert results["adapter"]["context_only"] == results["frozen"]["context_only"]
     assert any(e["state_only"] != e["no_context"] for e in examples)  # memory changed something
+    assert any(e["state_other"] != e["state_only"] for e in examples)  # and which memory matters
+    assert results["frozen"]["state_other"] == results["frozen"]["no_context"]
     assert "state_only" in table(results)
 
 

@@ -31,3 +31,25 @@ def test_marker_that_names_another_source_invalidates_the_cache(default_model_di
     assert not is_cache_valid(copy, gguf_source_path())
     (copy / MARKER).write_text("{not json")
     assert not is_cache_valid(copy, gguf_source_path())
+
+
+def test_the_embedded_model_gets_the_shipped_trained_adapter(tmp_path):
+    from deltamem.runtime.adapter_config import DeltaMemConfig
+    from deltamem.runtime.default_model import DEFAULT_ADAPTER_DIR, default_adapter_dir
+
+    assert (DEFAULT_ADAPTER_DIR / "delta_mem_adapter.pt").is_file(), "the trained adapter ships in the package"
+    assert DeltaMemConfig.load(DEFAULT_ADAPTER_DIR).memory_write_granularity == "token"
+    assert default_adapter_dir(None, None) == DEFAULT_ADAPTER_DIR
+    assert default_adapter_dir(None, None, untrained=True) is None  # --untrained-adapter
+    assert default_adapter_dir(tmp_path, None) is None  # another model: the reference init
+    assert default_adapter_dir(None, tmp_path) == tmp_path  # an explicit adapter wins
+
+
+def test_the_shipped_adapter_loads_and_differs_from_the_untrained_init(default_model_dir):
+    from deltamem.runtime.backbone import load_model
+    from deltamem.runtime.default_model import DEFAULT_ADAPTER_DIR
+
+    trained = load_model(default_model_dir, DEFAULT_ADAPTER_DIR)
+    untrained = load_model(default_model_dir)
+    assert trained.backbone_fingerprint == untrained.backbone_fingerprint
+    assert trained.adapter_fingerprint != untrained.adapter_fingerprint
