@@ -186,6 +186,22 @@ def client(address):
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """load_script("gen_proto") -> the module scripts/gen_proto.py (scripts/ is not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def scripts_dir() -> Path:
     """Where the installed console scripts (deltamem, deltamem-server) live."""
     return SCRIPTS

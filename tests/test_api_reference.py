@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,21 +13,18 @@ COMMITTED = ROOT / "docs" / "api-reference.md"
 SERVICE = Path("deltamem") / "v1" / "memory_service.proto"
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("gen_api_reference", ROOT / "scripts" / "gen_api_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def generator(load_script):
+    return load_script("gen_api_reference")
 
 
-def test_api_reference_is_not_stale(tmp_path):
-    fresh = _generator().generate(tmp_path / "api-reference.md")
+def test_api_reference_is_not_stale(tmp_path, generator):
+    fresh = generator.generate(tmp_path / "api-reference.md")
     assert COMMITTED.is_file(), "docs/api-reference.md is not committed: run `make proto`"
     assert COMMITTED.read_text() == fresh.read_text(), "docs/api-reference.md is stale: run `make proto`"
 
 
-def test_every_element_is_documented_and_listed():
-    generator = _generator()
+def test_every_element_is_documented_and_listed(generator):
     fds = generator.descriptor_set()
     assert generator.undocumented(fds) == []
     text = COMMITTED.read_text()
@@ -44,8 +40,7 @@ def test_every_element_is_documented_and_listed():
     assert kinds["field"] == sum(len(m.field) for m in file.message_type)
 
 
-def test_undocumented_elements_are_reported_and_refused(tmp_path):
-    generator = _generator()
+def test_undocumented_elements_are_reported_and_refused(tmp_path, generator):
     copy = tmp_path / "proto"
     shutil.copytree(ROOT / "proto", copy, ignore=shutil.ignore_patterns("released"))
     path = copy / SERVICE

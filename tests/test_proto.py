@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -14,15 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "clients" / "python"
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def generator(load_script):
+    return load_script("gen_proto")
 
 
-def test_generated_code_is_not_stale(tmp_path):
-    written = _generator().generate(tmp_path)
+def test_generated_code_is_not_stale(tmp_path, generator):
+    written = generator.generate(tmp_path)
     assert written, "nothing was generated"
     for fresh in written:
         relative = fresh.relative_to(tmp_path)

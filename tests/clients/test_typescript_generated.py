@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGE = ROOT / "clients" / "typescript"
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("gen_ts_client", ROOT / "scripts" / "gen_ts_client.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def generator(load_script):
+    return load_script("gen_ts_client")
 
 
-def test_generated_typescript_is_not_stale(tmp_path):
-    generator = _generator()
+def test_generated_typescript_is_not_stale(tmp_path, generator):
     try:
         written = generator.generate(tmp_path)
     except generator.MissingTool as missing:
