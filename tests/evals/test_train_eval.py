@@ -168,3 +168,23 @@ def test_focused_examples_hold_only_the_asked_fact_in_its_latest_form(tokenizer)
         assert text.count("<|im_start|>user") == len(item["evidence"])  # the evidence turns, no other user turn
     for example, item in changed:
         assert item["previous"] not in tokenizer.decode(example.history).split()  # the old value is not shown
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_the_deltamem_command_reaches_train_and_eval(scripts_dir, command):
+    import subprocess
+
+    done = subprocess.run([str(scripts_dir / "deltamem"), command, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"usage: deltamem {command}" in done.stdout
+
+
+def test_train_refuses_bad_settings_with_a_reason(scripts_dir, tmp_path):
+    import subprocess
+
+    done = subprocess.run(
+        [str(scripts_dir / "deltamem"), "train", "--out", str(tmp_path / "a"), "--state-only-fraction", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "state_only_fraction and focus_fraction must be in [0, 1]" in done.stderr
