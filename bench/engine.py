@@ -50,7 +50,7 @@ def decode_rate(engine: BatchEngine, sessions: int, new_tokens: int) -> float:
 def hf_generate_rate(model, tokenizer, new_tokens: int) -> float:
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )["input_ids"]
+    )["input_ids"].to(model.device)
     with torch.inference_mode():
         model.generate(ids, max_new_tokens=2, do_sample=False)
         start = time.perf_counter()
@@ -91,9 +91,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--fork-history", type=int, nargs="+", default=[1024, 32768])
     parser.add_argument("--rounds", type=int, default=5, help="alternating frozen/δ-mem decode runs")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     args = parser.parse_args()
-    print(f"# machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    loaded = load_model(prepare_default_model(default_cache_dir()))
+    gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
+    print(f"# machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}{gpu}")
+    loaded = load_model(prepare_default_model(default_cache_dir()), device=args.device)
     engine = BatchEngine(loaded, max_batch=8)
 
     runs: dict[bool, list[float]] = {False: [], True: []}

@@ -138,14 +138,16 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 32768])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-model", action="store_true", help="only the scan")
+    parser.add_argument("--skip-scan", action="store_true", help="only the default model's figures")
     args = parser.parse_args()
     print(
         f"# machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} CPU threads, "
         f"torch {torch.__version__}, cuda: {torch.cuda.is_available()}"
     )
-    bench_scan_cpu(args.lengths, args.repeats)
-    if torch.cuda.is_available():
-        bench_scan_gpu(args.lengths, args.repeats)
+    if not args.skip_scan:
+        bench_scan_cpu(args.lengths, args.repeats)
+        if torch.cuda.is_available():
+            bench_scan_gpu(args.lengths, args.repeats)
     if not args.skip_model:
         bench_model("cpu", args.repeats)
         if torch.cuda.is_available():

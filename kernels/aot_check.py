@@ -29,7 +29,7 @@ class KernelSpec:
 
 
 def kernel_specs() -> list[KernelSpec]:
-    from deltamem.kernels.decode_step import triton_step
+    from deltamem.kernels.decode_step import triton_fused, triton_step
     from deltamem.kernels.delta_rule import triton_scan
     from deltamem.kernels.delta_rule import triton_scan_backward as bwd
     from deltamem.kernels.delta_rule import triton_sequential as seq
@@ -192,6 +192,23 @@ def kernel_specs() -> list[KernelSpec]:
             },
             {"N": 1, "R": 8, "BR": 8},
             pinned_num_warps=triton_step.PINNED_NUM_WARPS,
+        ),
+        KernelSpec(
+            "fused_decode_kernel",
+            triton_fused.fused_decode_kernel,
+            {
+                "x_ptr": "*IN",
+                "w_ptr": "*IN",
+                "bias_ptr": "*IN",
+                "write_ptr": "*i1",
+                "state_ptr": "*fp32",
+                "new_state_ptr": "*fp32",
+                "reads_ptr": "*fp32",
+                "D": "i32",
+                "stride_state": "i32",
+            },
+            {"N": 1, "R": 8, "BR": 8, "BD": triton_fused.BLOCK_D, "HAS_WRITE": 1, "EPS": triton_fused.L2_EPS},
+            pinned_num_warps=triton_fused.PINNED_NUM_WARPS,
         ),
     ]
 

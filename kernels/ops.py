@@ -151,13 +151,23 @@ def memory_decode_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decode token per sequence, projection included: x [B, d] → (reads [B, N, r], new state), with
     state [B, N, r, r] fp32 untouched; `write` ([B] bool) False makes a row read without writing.
-    Equal to memory_projection followed by delta_rule_decode; on the CPU it is written with the fewest
-    operations, since at batch 1 a decode step's memory work is mostly per-operation overhead."""
+    Equal to memory_projection followed by delta_rule_decode. At batch 1 a decode step's memory work is mostly
+    per-operation overhead, so Triton runs it as one kernel per layer and the CPU path uses the fewest operations."""
+    width = heads * rank
+    if x.dim() != 2 or weight.shape != (4 * width, x.shape[-1]) or beta_bias.shape != (width,):
+        raise ValueError(
+            f"x must be [B, d] with weight [{4 * width}, d] and beta_bias [{width}]; got x {list(x.shape)}, "
+            f"weight {list(weight.shape)}, beta_bias {list(beta_bias.shape)}"
+        )
+    _check_state("state", state, (x.shape[0], heads, rank, rank))
+    if write is not None and (write.shape != (x.shape[0],) or write.dtype != torch.bool):
+        raise ValueError(f"write must be a bool [{x.shape[0]}] tensor, got {write.dtype} {list(write.shape)}")
     if backend.choose(x.device) != "torch":
-        q, k, v, beta = memory_projection(x, weight, beta_bias, heads, rank)
-        if write is not None:
-            beta = beta * write[:, None, None].to(beta.dtype)
-        return delta_rule_decode(q, k, v, beta, state)
+        from deltamem.kernels.decode_step.triton_fused import memory_decode_step_triton
+
+        if state.stride()[1:] != (rank * rank, rank, 1):
+            state = state.contiguous()
+        return memory_decode_step_triton(x, weight, beta_bias, state, heads, rank, write)
     pre = torch.nn.functional.linear(x, weight).float().view(-1, 4, heads, rank)
     qk = torch.nn.functional.normalize(torch.tanh(pre[:, :2]), dim=-1, eps=1e-6)  # [B, 2, N, r]
     beta = torch.sigmoid(pre[:, 3] + beta_bias.view(heads, rank))

@@ -57,7 +57,7 @@ class DeltaMemLayer(nn.Module):
         with torch.no_grad():
             for weight in (self.memory_q_proj, self.memory_k_proj, self.memory_v_proj):
                 bound = 1.0 / math.sqrt(weight.shape[1])  # kaiming_uniform_(a=sqrt(5)) reduces to this bound
-                weight.uniform_(-bound, bound, generator=generator)
+                weight.copy_(torch.empty(weight.shape, dtype=weight.dtype).uniform_(-bound, bound, generator=generator))
             self.beta_proj.zero_()
             self.beta_bias.fill_(self.config.beta_bias_init)
             for head, base in ((self.delta_q_proj, q_weight), (self.delta_o_proj, o_weight)):

@@ -68,7 +68,9 @@ def test_varlen_api_matches_on_both_backends(monkeypatch, kernels):
     q, k, v, beta = memory_inputs((30, 2, 8), seed=4)
     cu = torch.tensor([0, 10, 10, 30], dtype=torch.int32, device=DEVICE)
     reads, final = delta_rule_varlen(q, k, v, beta, cu)
-    ref_reads, ref_final = delta_rule_naive(*(x[None, 10:30] for x in (q, k, v, beta)), torch.zeros(1, 2, 8, 8))
+    ref_reads, ref_final = delta_rule_naive(
+        *(x[None, 10:30] for x in (q, k, v, beta)), torch.zeros(1, 2, 8, 8, device=DEVICE)
+    )
     torch.testing.assert_close(reads[10:30], ref_reads[0], rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(final[2], ref_final[0], rtol=2e-5, atol=2e-5)
     assert final[1].abs().sum() == 0  # an empty sequence keeps its (empty) initial state
@@ -256,6 +258,56 @@ def test_sequential_baseline_kernel_matches_reference():
         ref_reads, ref_final = delta_rule_naive(*(x[None, start:end] for x in (q, k, v, beta)), h0[index : index + 1])
         torch.testing.assert_close(reads[start:end], ref_reads[0], rtol=2e-5, atol=2e-5)
         torch.testing.assert_close(final[index], ref_final[0], rtol=2e-5, atol=2e-5)
+
+
+FUSED_DECODE = [
+    pytest.param(3, 1, 8, 40, torch.float32, True, False, id="B3-N1-r8-d40-fp32-write"),
+    pytest.param(2, 4, 8, 300, torch.float32, False, True, id="B2-N4-r8-d300-fp32-layer-view"),
+    pytest.param(4, 2, 5, 129, torch.bfloat16, True, True, id="B4-N2-r5-d129-bf16-write-layer-view"),
+    pytest.param(1, 1, 8, 576, torch.float16, False, False, id="B1-N1-r8-d576-fp16"),
+]
+
+
+@pytest.mark.parametrize("batch,heads,rank,dim,dtype,with_write,layer_view", FUSED_DECODE)
+def test_fused_decode_kernel_matches_projection_then_token_reference(
+    batch, heads, rank, dim, dtype, with_write, layer_view
+):
+    """The one-kernel decode step against the plain references: fp32 projection of the rounded inputs, then
+    the per-token delta rule; the input state (a strided layer view of a [B, L, N, r, r] pool here) untouched."""
+    from deltamem.kernels import delta_rule_token_naive, memory_projection_naive
+    from deltamem.kernels.decode_step.triton_fused import memory_decode_step_triton
+
+    g = torch.Generator().manual_seed(dim + batch)
+    x = torch.randn(batch, dim, generator=g).to(dtype).to(DEVICE)
+    weight = (torch.randn(4 * heads * rank, dim, generator=g) / dim**0.5).to(dtype).to(DEVICE)
+    bias = torch.randn(heads * rank, generator=g).to(dtype).to(DEVICE)
+    layers = torch.randn(batch, 3, heads, rank, rank, generator=g).to(DEVICE)
+    state = layers[:, 1] if layer_view else layers[:, 1].contiguous()
+    write = torch.rand(batch, generator=g).to(DEVICE) < 0.6 if with_write else None
+    q, k, v, beta = memory_projection_naive(x.float(), weight.float(), bias.float(), heads, rank)
+    if write is not None:
+        beta = beta * write[:, None, None]
+    want_reads, want_state = delta_rule_token_naive(q, k, v, beta, state)
+    before = layers.clone()
+    reads, new_state = memory_decode_step_triton(x, weight, bias, state, heads, rank, write)
+    torch.testing.assert_close(reads, want_reads, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(new_state, want_state, rtol=2e-5, atol=2e-5)
+    assert torch.equal(layers, before)
+
+
+def test_memory_decode_step_refuses_mismatched_inputs():
+    from deltamem.kernels import memory_decode_step
+
+    x, weight, bias = torch.randn(2, 16), torch.randn(32, 16), torch.randn(8)
+    state = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="weight"):
+        memory_decode_step(x, torch.randn(32, 15), bias, state, 1, 8)
+    with pytest.raises(ValueError, match="state has shape"):
+        memory_decode_step(x, weight, bias, torch.zeros(3, 1, 8, 8), 1, 8)
+    with pytest.raises(ValueError, match="float32"):
+        memory_decode_step(x, weight, bias, state.double(), 1, 8)
+    with pytest.raises(ValueError, match="bool"):
+        memory_decode_step(x, weight, bias, state, 1, 8, torch.ones(2))
 
 
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
