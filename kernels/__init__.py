@@ -2,10 +2,10 @@
 
 Public functions check their inputs, then dispatch to Triton on CUDA and to PyTorch elsewhere (backend.py):
 `delta_rule` (padded batches), `delta_rule_varlen` (packed ragged batches), `delta_rule_step` (the decode step
-on a state pool), `delta_rule_decode` (the same step, functional), `memory_decode_step` (projection and step together)
-and `memory_projection` (q, k, v and gate with
-their activations); `low_rank_correction` is one addmm everywhere. The `*_naive` functions are the oracles;
-`delta_rule_chunked` is the CPU fast path.
+on a state pool), `delta_rule_decode` (the same step, functional), `memory_decode_step` (projection and step
+together: one fused Triton kernel on CUDA, one compiled op on the CPU) and `memory_projection` (q, k, v and gate
+with their activations); `low_rank_correction` is one addmm everywhere. The `*_naive` functions are the oracles;
+`delta_rule_chunked` is the CPU fast path; `prepare_decode` builds the CPU decode op ahead of the first request.
 """
 
 from deltamem.kernels.decode_step import delta_rule_step_naive, delta_rule_token_naive
@@ -19,6 +19,7 @@ from deltamem.kernels.ops import (
     low_rank_correction,
     memory_decode_step,
     memory_projection,
+    prepare_decode,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "memory_decode_step",
     "memory_projection",
     "memory_projection_naive",
+    "prepare_decode",
 ]

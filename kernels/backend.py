@@ -1,7 +1,10 @@
-"""Which implementation runs: Triton on CUDA tensors, the vectorised PyTorch path elsewhere.
+"""Which implementation runs: Triton on CUDA tensors, the vectorised PyTorch path elsewhere, and on the CPU the
+compiled decode-step op for float32 decode steps when it builds.
 
-DELTAMEM_KERNELS=auto|triton|torch forces a choice (this package's one setting, read here and nowhere else).
-`triton` on CPU tensors needs TRITON_INTERPRET=1 (the tests use it); `torch` runs anywhere.
+DELTAMEM_KERNELS=auto|triton|torch|native forces a choice (this package's one setting, read here and nowhere
+else). `triton` on CPU tensors needs TRITON_INTERPRET=1 (the tests use it); `torch` is the plain PyTorch path
+everywhere (the twin the fast paths are tested against); `native` is the PyTorch path with the compiled CPU
+decode step required (an error, not a fallback, where it cannot be built or the dtype is not float32).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import torch
 
 ENV_VAR = "DELTAMEM_KERNELS"
-CHOICES = ("auto", "triton", "torch")
+CHOICES = ("auto", "triton", "torch", "native")
 
 
 def requested() -> str:
@@ -38,7 +41,7 @@ def interpreting() -> bool:
 def choose(device: torch.device) -> str:
     """'triton' or 'torch' for tensors on `device`."""
     wanted = requested()
-    if wanted == "torch":
+    if wanted in ("torch", "native"):
         return "torch"
     can_triton = triton_available() and (device.type == "cuda" or interpreting())
     if wanted == "triton":
@@ -48,3 +51,18 @@ def choose(device: torch.device) -> str:
             )
         return "triton"
     return "triton" if can_triton and device.type == "cuda" else "torch"
+
+
+def native_decode_op(device: torch.device, dtype: torch.dtype):
+    """The compiled CPU decode-step op where dispatch uses it (auto: float32 on CPU, when it builds; native:
+    required), else None."""
+    wanted = requested()
+    if device.type != "cpu" or wanted in ("torch", "triton"):
+        return None
+    from deltamem.kernels.decode_step import cpu_native
+
+    if wanted == "native":
+        if dtype != torch.float32:
+            raise ValueError(f"{ENV_VAR}=native runs float32 decode steps only, got {dtype}")
+        return cpu_native.load(strict=True)
+    return cpu_native.load() if dtype == torch.float32 else None

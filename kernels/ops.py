@@ -152,7 +152,8 @@ def memory_decode_step(
     """One decode token per sequence, projection included: x [B, d] → (reads [B, N, r], new state), with
     state [B, N, r, r] fp32 untouched; `write` ([B] bool) False makes a row read without writing.
     Equal to memory_projection followed by delta_rule_decode. At batch 1 a decode step's memory work is mostly
-    per-operation overhead, so Triton runs it as one kernel per layer and the CPU path uses the fewest operations."""
+    per-operation overhead, so outside autograd it is one call per layer: a Triton kernel on CUDA, the compiled
+    op on the CPU (float32); with gradients enabled, or DELTAMEM_KERNELS=torch, the PyTorch operations."""
     width = heads * rank
     if x.dim() != 2 or weight.shape != (4 * width, x.shape[-1]) or beta_bias.shape != (width,):
         raise ValueError(
@@ -162,12 +163,23 @@ def memory_decode_step(
     _check_state("state", state, (x.shape[0], heads, rank, rank))
     if write is not None and (write.shape != (x.shape[0],) or write.dtype != torch.bool):
         raise ValueError(f"write must be a bool [{x.shape[0]}] tensor, got {write.dtype} {list(write.shape)}")
+    if torch.is_grad_enabled():
+        return _memory_decode_step_torch(x, weight, beta_bias, state, heads, rank, write)  # the one differentiable
+    if state.stride()[1:] != (rank * rank, rank, 1):
+        state = state.contiguous()  # the one-call kernels want each row's [N, r, r] block contiguous
     if backend.choose(x.device) != "torch":
         from deltamem.kernels.decode_step.triton_fused import memory_decode_step_triton
 
-        if state.stride()[1:] != (rank * rank, rank, 1):
-            state = state.contiguous()
         return memory_decode_step_triton(x, weight, beta_bias, state, heads, rank, write)
+    native = backend.native_decode_op(x.device, x.dtype)
+    if native is not None and weight.dtype == torch.float32 and beta_bias.dtype == torch.float32:
+        write = None if write is None else write.contiguous()
+        return native(x.contiguous(), weight.contiguous(), beta_bias.contiguous(), state, write, heads, rank)
+    return _memory_decode_step_torch(x, weight, beta_bias, state, heads, rank, write)
+
+
+def _memory_decode_step_torch(x, weight, beta_bias, state, heads: int, rank: int, write):
+    """memory_decode_step in the fewest PyTorch operations (differentiable)."""
     pre = torch.nn.functional.linear(x, weight).float().view(-1, 4, heads, rank)
     qk = torch.nn.functional.normalize(torch.tanh(pre[:, :2]), dim=-1, eps=1e-6)  # [B, 2, N, r]
     beta = torch.sigmoid(pre[:, 3] + beta_bias.view(heads, rank))
@@ -208,3 +220,8 @@ def low_rank_correction(out: torch.Tensor, reads: torch.Tensor, weight: torch.Te
     if weight.dtype != out.dtype:
         weight = weight.to(out.dtype)
     return torch.addmm(flat_out, flat_reads, weight.t(), alpha=scale).view(out.shape)
+
+
+def prepare_decode(device: torch.device | str) -> None:
+    """Build the compiled CPU decode op now when dispatch will use it, so the first request does not wait."""
+    backend.native_decode_op(torch.device(device), torch.float32)

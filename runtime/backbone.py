@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from deltamem.kernels import prepare_decode
 from deltamem.runtime.adapter import adapter_fingerprint, load_adapter_weights
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from deltamem.runtime.memory_model import SUPPORTED_MODEL_TYPES, MemoryModel, UnsupportedBackbone
@@ -65,6 +66,7 @@ def load_model(
         model.init_adapter(seed)
         log.warning("no adapter given: using an UNTRAINED adapter (reference init, seed %d)", seed)
     model.eval().requires_grad_(False)
+    prepare_decode(device)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

@@ -1,0 +1,71 @@
+"""The compiled CPU decode step against its PyTorch twin and the plain references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deltamem.kernels import delta_rule_token_naive, memory_decode_step, memory_projection_naive
+from deltamem.kernels.decode_step import cpu_native
+
+op = cpu_native.load()
+pytestmark = pytest.mark.skipif(
+    op is None, reason=f"the CPU decode op cannot be built here: {cpu_native._state.get('error')}"
+)
+
+CASES = [
+    pytest.param(1, 1, 8, 576, True, False, id="B1-N1-r8-d576-write"),
+    pytest.param(3, 4, 8, 37, False, True, id="B3-N4-r8-d37-layer-view"),
+    pytest.param(4, 2, 5, 130, True, True, id="B4-N2-r5-d130-write-layer-view"),
+]
+
+
+@pytest.mark.parametrize("batch,heads,rank,dim,with_write,layer_view", CASES)
+def test_native_step_matches_the_references_and_leaves_the_input_state(batch, heads, rank, dim, with_write, layer_view):
+    g = torch.Generator().manual_seed(batch * dim)
+    x = torch.randn(batch, dim, generator=g)
+    weight = torch.randn(4 * heads * rank, dim, generator=g) / dim**0.5
+    bias = torch.randn(heads * rank, generator=g)
+    layers = torch.randn(batch, 3, heads, rank, rank, generator=g)
+    state = layers[:, 1] if layer_view else layers[:, 1].contiguous()
+    write = torch.rand(batch, generator=g) < 0.5 if with_write else None
+    q, k, v, beta = memory_projection_naive(x, weight, bias, heads, rank)
+    want_reads, want_state = delta_rule_token_naive(
+        q, k, v, beta if write is None else beta * write[:, None, None], state
+    )
+    before = layers.clone()
+    reads, new_state = op(x, weight, bias, state, write, heads, rank)
+    torch.testing.assert_close(reads, want_reads, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(new_state, want_state, rtol=1e-5, atol=1e-6)
+    assert torch.equal(layers, before)
+    if write is not None:  # a row that does not write keeps its state exactly
+        for row in torch.nonzero(~write).flatten().tolist():
+            assert torch.equal(new_state[row], state[row])
+
+
+def test_dispatch_uses_the_native_op_on_cpu_and_the_pytorch_twin_when_asked(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    x, weight, bias = torch.randn(2, 64, generator=g), torch.randn(32, 64, generator=g) / 8, torch.randn(8, generator=g)
+    state = torch.randn(2, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        monkeypatch.setenv("DELTAMEM_KERNELS", "native")
+        native = memory_decode_step(x, weight, bias, state, 1, 8)
+        monkeypatch.setenv("DELTAMEM_KERNELS", "torch")
+        twin = memory_decode_step(x, weight, bias, state, 1, 8)
+    for got, want in zip(native, twin, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("DELTAMEM_KERNELS", "native")
+    with pytest.raises(ValueError, match="float32"), torch.no_grad():
+        memory_decode_step(x.bfloat16(), weight.bfloat16(), bias.bfloat16(), state, 1, 8)
+
+
+def test_the_op_refuses_malformed_inputs_with_a_reason():
+    x, weight, bias, state = torch.randn(2, 16), torch.randn(32, 16), torch.randn(8), torch.zeros(2, 1, 8, 8)
+    with pytest.raises(RuntimeError, match="x must be contiguous float32"):
+        op(x.double(), weight, bias, state, None, 1, 8)
+    with pytest.raises(RuntimeError, match="weight must be"):
+        op(x, weight[:, :15], bias, state, None, 1, 8)
+    with pytest.raises(RuntimeError, match="write must be"):
+        op(x, weight, bias, state, torch.ones(2), 1, 8)
+    with pytest.raises(RuntimeError, match="state must be"):
+        op(x, weight, bias, torch.zeros(2, 1, 8, 8).transpose(2, 3), None, 1, 8)
