@@ -163,23 +163,34 @@ def memory_decode_step(
     _check_state("state", state, (x.shape[0], heads, rank, rank))
     if write is not None and (write.shape != (x.shape[0],) or write.dtype != torch.bool):
         raise ValueError(f"write must be a bool [{x.shape[0]}] tensor, got {write.dtype} {list(write.shape)}")
-    if torch.is_grad_enabled():
-        return _memory_decode_step_torch(x, weight, beta_bias, state, heads, rank, write)  # the one differentiable
+    if torch.is_grad_enabled() or not x.dtype == weight.dtype == beta_bias.dtype:
+        return memory_decode_step_torch(x, weight, beta_bias, state, heads, rank, write)  # the differentiable one
     if state.stride()[1:] != (rank * rank, rank, 1):
         state = state.contiguous()  # the one-call kernels want each row's [N, r, r] block contiguous
-    if backend.choose(x.device) != "torch":
+    step = decode_step_fn(x.device, x.dtype)
+    return step(x.contiguous(), weight.contiguous(), beta_bias.contiguous(), state, heads, rank, write)
+
+
+def decode_step_fn(device: torch.device, dtype: torch.dtype):
+    """The implementation of memory_decode_step that dispatch picks for this device and dtype, to call outside
+    autograd with checked, contiguous inputs (same signature). Hot loops resolve it once per forward pass instead
+    of once per layer: at batch 1 the dispatch and checks cost more than the step itself."""
+    if backend.choose(device) != "torch":
         from deltamem.kernels.decode_step.triton_fused import memory_decode_step_triton
 
-        return memory_decode_step_triton(x, weight, beta_bias, state, heads, rank, write)
-    native = backend.native_decode_op(x.device, x.dtype)
-    if native is not None and weight.dtype == torch.float32 and beta_bias.dtype == torch.float32:
-        write = None if write is None else write.contiguous()
-        return native(x.contiguous(), weight.contiguous(), beta_bias.contiguous(), state, write, heads, rank)
-    return _memory_decode_step_torch(x, weight, beta_bias, state, heads, rank, write)
+        return memory_decode_step_triton
+    native = backend.native_decode_op(device, dtype)
+    if native is None:
+        return memory_decode_step_torch
+
+    def native_step(x, weight, beta_bias, state, heads: int, rank: int, write=None):
+        return native(x, weight, beta_bias, state, write, heads, rank)
+
+    return native_step
 
 
-def _memory_decode_step_torch(x, weight, beta_bias, state, heads: int, rank: int, write):
-    """memory_decode_step in the fewest PyTorch operations (differentiable)."""
+def memory_decode_step_torch(x, weight, beta_bias, state, heads: int, rank: int, write=None):
+    """memory_decode_step in the fewest PyTorch operations (differentiable; the twin of the one-call kernels)."""
     pre = torch.nn.functional.linear(x, weight).float().view(-1, 4, heads, rank)
     qk = torch.nn.functional.normalize(torch.tanh(pre[:, :2]), dim=-1, eps=1e-6)  # [B, 2, N, r]
     beta = torch.sigmoid(pre[:, 3] + beta_bias.view(heads, rank))

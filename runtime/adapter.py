@@ -69,7 +69,10 @@ class DeltaMemLayer(nn.Module):
     def packed_projection_weight(self) -> torch.Tensor:
         """The four projection weights stacked [4 * N * r, d], as one GEMM wants them. Outside autograd the
         stack is cached and rebuilt only when a parameter changes (its version counter moves)."""
-        parts = (self.memory_q_proj, self.memory_k_proj, self.memory_v_proj, self.beta_proj)
+        parts = self.__dict__.get("_projection_parts")
+        if parts is None:  # the Parameter objects persist (.to() swaps their data, which data_ptr notices)
+            parts = (self.memory_q_proj, self.memory_k_proj, self.memory_v_proj, self.beta_proj)
+            self.__dict__["_projection_parts"] = parts
         if torch.is_grad_enabled():
             return torch.cat(parts)
         versions = tuple(p._version for p in parts) + tuple(p.data_ptr() for p in parts)
@@ -85,15 +88,16 @@ class DeltaMemLayer(nn.Module):
         )
 
     def decode_step(
-        self, x: torch.Tensor, state: torch.Tensor, write: torch.Tensor | None
+        self, x: torch.Tensor, state: torch.Tensor, write: torch.Tensor | None, step=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decode token per row: x [B, d], state [B, N, r, r] → (reads [B, N, r], new state)."""
+        """One decode token per row: x [B, d], state [B, N, r, r] → (reads [B, N, r], new state). `step` is an
+        implementation from kernels.decode_step_fn, resolved once per pass by the caller; without it the
+        checked, dispatching kernels.memory_decode_step runs."""
         weight = self.packed_projection_weight()
         if x.dtype != weight.dtype:
             x = x.to(weight.dtype)
-        return memory_decode_step(
-            x, weight, self.beta_bias, state, self.config.num_state_heads, self.config.rank, write
-        )
+        run = memory_decode_step if step is None else step
+        return run(x, weight, self.beta_bias, state, self.config.num_state_heads, self.config.rank, write)
 
     def correct_query(self, q_out: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
         """q_proj's output plus scale · Wdq · m; reads: [B, T, N*r]."""

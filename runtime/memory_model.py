@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from deltamem.kernels import delta_rule
+from deltamem.kernels import decode_step_fn, delta_rule
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 
@@ -35,6 +35,7 @@ class _Pass:
     reads: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, N*r]
     final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, N, r, r]
     gates: list[torch.Tensor] | None = None  # the write gates (beta) of every layer, when asked for (training)
+    decode_step: object | None = None  # decode passes: the step implementation, resolved once for all layers
 
 
 @dataclass
@@ -135,8 +136,10 @@ class MemoryModel(nn.Module):
             raise ValueError(f"message_ids has shape {list(message_ids.shape)}, expected {list(input_ids.shape)}")
         if write_mask is not None and input_ids.shape[1] == 1 and bool(write_mask.all()):
             write_mask = None  # decode rows that all write: skip the masking work in every layer
-        run = _Pass(state=state.float(), write=write, write_mask=write_mask, message_ids=message_ids)
+        run = _Pass(state=state.float().contiguous(), write=write, write_mask=write_mask, message_ids=message_ids)
         run.gates = [] if return_gates else None
+        if write and message_ids is None and input_ids.shape[1] == 1 and not torch.is_grad_enabled():
+            run.decode_step = decode_step_fn(input_ids.device, self.adapters[0].beta_bias.dtype)
         self._pass = run if self.memory_enabled else None
         write = write and self.memory_enabled
         extra = {"attention_mask": attention_mask, "position_ids": position_ids}
@@ -172,10 +175,10 @@ class MemoryModel(nn.Module):
             x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             adapter = self.adapters[index]
             layer_state = run.state[:, index]
-            if run.write and run.message_ids is None and x.shape[1] == 1 and not torch.is_grad_enabled():
+            if run.decode_step is not None:
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
-                mask = None if run.write_mask is None else run.write_mask[:, 0]
-                reads, run.final[index] = adapter.decode_step(x[:, 0], layer_state, mask)
+                mask = None if run.write_mask is None else run.write_mask[:, 0].contiguous()
+                reads, run.final[index] = adapter.decode_step(x[:, 0].contiguous(), layer_state, mask, run.decode_step)
                 reads = reads[:, None]
             else:
                 q, k, v, beta = adapter.project(x)
