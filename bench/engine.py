@@ -104,8 +104,12 @@ def main() -> None:
             loaded.model.memory_enabled = enabled
             runs[enabled].append(decode_rate(engine, 1, args.new_tokens))
     frozen, memory = statistics.median(runs[False]), statistics.median(runs[True])
+    paired = statistics.median(m / f for f, m in zip(runs[False], runs[True], strict=True))
     print(f"\n## decode, one session, same engine (median of {args.rounds} alternating runs)")
     print(f"frozen backbone {frozen:.2f} tok/s; δ-mem {memory:.2f} tok/s; ratio {memory / frozen:.3f} (target >= 0.95)")
+    print(
+        f"median of the {args.rounds} paired ratios (each δ-mem run over the frozen run just before it): {paired:.3f}"
+    )
 
     print("\n## aggregate decode tokens/s, concurrent sessions (continuous batching, δ-mem on)")
     rates = {n: decode_rate(engine, n, args.new_tokens) for n in (1, 4, 8)}

@@ -168,12 +168,13 @@ class MemoryModel(nn.Module):
         )
 
     def _make_scan_hook(self, index: int):
+        adapter = self.adapters[index]  # bound once: ModuleList indexing costs microseconds per layer per token
+
         def hook(module, args, kwargs):
             run = self._pass
             if run is None:
                 return None
             x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            adapter = self.adapters[index]
             layer_state = run.state[:, index]
             if run.decode_step is not None:
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
@@ -217,10 +218,12 @@ class MemoryModel(nn.Module):
         return final
 
     def _make_correction_hook(self, index: int, correction: str):
+        correct = getattr(self.adapters[index], correction)
+
         def hook(module, args, output):
             run = self._pass
             if run is None:
                 return None
-            return getattr(self.adapters[index], correction)(output, run.reads[index])
+            return correct(output, run.reads[index])
 
         return hook
