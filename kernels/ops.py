@@ -189,6 +189,17 @@ def decode_step_fn(device: torch.device, dtype: torch.dtype):
     return native_step
 
 
+def decode_corrections_fn(device: torch.device, dtype: torch.dtype):
+    """For decode passes: a function (reads [B, N·r] fp32, Wdq [Dq, N·r], Wdo [Do, N·r], scale) → (scale·reads·Wdqᵀ,
+    scale·reads·Wdoᵀ) in one call, where dispatch has one (the compiled CPU op, float32); else None, and callers
+    apply low_rank_correction to each output (one addmm each)."""
+    if dtype != torch.float32 or backend.native_decode_op(device, dtype) is None:
+        return None
+    from deltamem.kernels.decode_step import cpu_native
+
+    return cpu_native.corrections_op()
+
+
 def memory_decode_step_torch(x, weight, beta_bias, state, heads: int, rank: int, write=None):
     """memory_decode_step in the fewest PyTorch operations (differentiable; the twin of the one-call kernels)."""
     pre = torch.nn.functional.linear(x, weight).float().view(-1, 4, heads, rank)

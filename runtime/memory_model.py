@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from deltamem.kernels import decode_step_fn, delta_rule
+from deltamem.kernels import decode_corrections_fn, decode_step_fn, delta_rule
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 
@@ -36,6 +36,8 @@ class _Pass:
     final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, N, r, r]
     gates: list[torch.Tensor] | None = None  # the write gates (beta) of every layer, when asked for (training)
     decode_step: object | None = None  # decode passes: the step implementation, resolved once for all layers
+    decode_corrections: object | None = None  # decode passes on the compiled CPU path: both corrections at once
+    corrections: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # layer -> (Δq, Δo)
 
 
 @dataclass
@@ -140,6 +142,7 @@ class MemoryModel(nn.Module):
         run.gates = [] if return_gates else None
         if write and message_ids is None and input_ids.shape[1] == 1 and not torch.is_grad_enabled():
             run.decode_step = decode_step_fn(input_ids.device, self.adapters[0].beta_bias.dtype)
+            run.decode_corrections = decode_corrections_fn(input_ids.device, self.adapters[0].beta_bias.dtype)
         self._pass = run if self.memory_enabled else None
         write = write and self.memory_enabled
         extra = {"attention_mask": attention_mask, "position_ids": position_ids}
@@ -180,6 +183,10 @@ class MemoryModel(nn.Module):
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
                 mask = None if run.write_mask is None else run.write_mask[:, 0].contiguous()
                 reads, run.final[index] = adapter.decode_step(x[:, 0].contiguous(), layer_state, mask, run.decode_step)
+                if run.decode_corrections is not None:
+                    run.corrections[index] = run.decode_corrections(
+                        reads.view(reads.shape[0], -1), adapter.delta_q_proj, adapter.delta_o_proj, adapter.config.scale
+                    )
                 reads = reads[:, None]
             else:
                 q, k, v, beta = adapter.project(x)
@@ -219,11 +226,14 @@ class MemoryModel(nn.Module):
 
     def _make_correction_hook(self, index: int, correction: str):
         correct = getattr(self.adapters[index], correction)
+        which = ("correct_query", "correct_output").index(correction)
 
         def hook(module, args, output):
             run = self._pass
             if run is None:
                 return None
+            if run.decode_corrections is not None:  # computed with the decode step: add it
+                return output + run.corrections[index][which].view(output.shape).to(output.dtype)
             return correct(output, run.reads[index])
 
         return hook

@@ -60,3 +60,8 @@ def _build():
         verbose=False,
     )
     return torch.ops.deltamem.decode_step_cpu
+
+
+def corrections_op():
+    """torch.ops.deltamem.corrections_cpu, from the same build as the decode op (None where that did not build)."""
+    return None if load() is None else torch.ops.deltamem.corrections_cpu

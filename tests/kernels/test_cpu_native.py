@@ -43,6 +43,20 @@ def test_native_step_matches_the_references_and_leaves_the_input_state(batch, he
             assert torch.equal(new_state[row], state[row])
 
 
+def test_native_corrections_equal_the_addmm_corrections():
+    from deltamem.kernels import decode_corrections_fn, low_rank_correction
+
+    g = torch.Generator().manual_seed(9)
+    reads, dq, do = torch.randn(3, 16, generator=g), torch.randn(40, 16, generator=g), torch.randn(24, 16, generator=g)
+    corrections = decode_corrections_fn(torch.device("cpu"), torch.float32)
+    cq, co = corrections(reads, dq, do, 2.0)
+    torch.testing.assert_close(cq, low_rank_correction(torch.zeros(3, 40), reads, dq, 2.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(co, low_rank_correction(torch.zeros(3, 24), reads, do, 2.0), rtol=1e-5, atol=1e-6)
+    assert decode_corrections_fn(torch.device("cpu"), torch.bfloat16) is None
+    with pytest.raises(RuntimeError, match="correction weights"):
+        corrections(reads, dq[:, :15], do, 2.0)
+
+
 def test_dispatch_uses_the_native_op_on_cpu_and_the_pytorch_twin_when_asked(monkeypatch):
     g = torch.Generator().manual_seed(3)
     x, weight, bias = torch.randn(2, 64, generator=g), torch.randn(32, 64, generator=g) / 8, torch.randn(8, generator=g)

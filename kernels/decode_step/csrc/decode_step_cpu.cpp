@@ -83,11 +83,46 @@ std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at
   return {reads, new_state};
 }
 
+// Both low-rank corrections of a decode token from its reads: scale · reads · Wdqᵀ and scale · reads · Wdoᵀ, one
+// call instead of two small GEMMs (~9k multiply-adds per layer at batch 1).
+std::tuple<at::Tensor, at::Tensor> corrections_cpu(const at::Tensor& reads, const at::Tensor& delta_q,
+                                                   const at::Tensor& delta_o, double scale) {
+  TORCH_CHECK(reads.dim() == 2 && reads.scalar_type() == at::kFloat && reads.is_contiguous(),
+              "reads must be contiguous float32 [B, N*r]");
+  const int64_t batch = reads.size(0), width = reads.size(1);
+  for (const at::Tensor* weight : {&delta_q, &delta_o}) {
+    TORCH_CHECK(weight->dim() == 2 && weight->scalar_type() == at::kFloat && weight->is_contiguous() &&
+                    weight->size(1) == width,
+                "correction weights must be contiguous float32 [D, N*r]");
+  }
+  std::tuple<at::Tensor, at::Tensor> out{at::empty({batch, delta_q.size(0)}, reads.options()),
+                                         at::empty({batch, delta_o.size(0)}, reads.options())};
+  const float* m = reads.data_ptr<float>();
+  const float factor = static_cast<float>(scale);
+  for (auto [weight, result] : {std::pair{&delta_q, &std::get<0>(out)}, std::pair{&delta_o, &std::get<1>(out)}}) {
+    const float* w = weight->data_ptr<float>();
+    float* c = result->data_ptr<float>();
+    const int64_t rows = weight->size(0);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t row = 0; row < rows; ++row) {
+        float acc = 0.f;
+        for (int64_t i = 0; i < width; ++i) acc += w[row * width + i] * m[b * width + i];
+        c[b * rows + row] = factor * acc;
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(deltamem, m) {
   m.def("decode_step_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, "
         "int rank) -> (Tensor, Tensor)");
+  m.def("corrections_cpu(Tensor reads, Tensor delta_q, Tensor delta_o, float scale) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(deltamem, CPU, m) { m.impl("decode_step_cpu", &decode_step_cpu); }
+TORCH_LIBRARY_IMPL(deltamem, CPU, m) {
+  m.impl("decode_step_cpu", &decode_step_cpu);
+  m.impl("corrections_cpu", &corrections_cpu);
+}
