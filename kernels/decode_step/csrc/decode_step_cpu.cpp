@@ -1,6 +1,6 @@
 // The δ-mem decode step for one token per sequence on the CPU, as one native op: projection, activations, read
 // and write. At batch 1 the PyTorch path is ~15 tensor operations per layer whose dispatch costs far more than
-// the ~18k multiply-adds they do; here the whole step is one call (one GEMM for the projection, then plain loops). float32 only (the embedded model's dtype);
+// the ~18k multiply-adds they do; here the whole step is one call (plain loops; one GEMM for the projection of larger batches). float32 only (the embedded model's dtype);
 // the Python side sends other dtypes down the PyTorch path. Registered as torch.ops.deltamem.decode_step_cpu.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -13,6 +13,20 @@
 namespace {
 
 constexpr float kL2Eps = 1e-6f;
+constexpr int64_t kLoopRows = 2;  // up to this many rows the projection runs as dot products here
+constexpr int64_t kLanes = 8;     // independent partial sums, so the compiler can vectorise without reassociating
+
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[kLanes] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
+  }
+  float total = 0.f;
+  for (int64_t l = 0; l < kLanes; ++l) total += acc[l];
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
 
 void tanh_l2_normalise(float* v, int64_t n) {
   float sum_sq = 0.f;
@@ -51,11 +65,19 @@ std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at
   const float* states = state.data_ptr<float>();
   float* out_reads = reads.data_ptr<float>();
   float* out_states = new_state.data_ptr<float>();
-  // the projection of every row at once: one GEMM, which BLAS does best from batch 2 up
-  const at::Tensor projected = at::mm(x, weight.t()).contiguous();  // [B, 4 * N * r]
+  // the projection: for a few rows plain dot products on this thread (a BLAS call may wake its thread pool,
+  // which costs more than the ~18k multiply-adds of a row); for more rows one GEMM
+  const bool small = batch <= kLoopRows;
+  const at::Tensor projected = small ? at::Tensor() : at::mm(x, weight.t()).contiguous();  // [B, 4 * N * r]
+  const float* xs = x.data_ptr<float>();
+  const float* ws = weight.data_ptr<float>();
   std::vector<float> pre(4 * width), beta(rank);
   for (int64_t b = 0; b < batch; ++b) {
-    std::copy_n(projected.data_ptr<float>() + b * 4 * width, 4 * width, pre.data());
+    if (small) {
+      for (int64_t row = 0; row < 4 * width; ++row) pre[row] = dot(ws + row * dim, xs + b * dim, dim);
+    } else {
+      std::copy_n(projected.data_ptr<float>() + b * 4 * width, 4 * width, pre.data());
+    }
     const float writes = write_ptr == nullptr || write_ptr[b] ? 1.f : 0.f;
     for (int64_t n = 0; n < heads; ++n) {
       float* q = pre.data() + n * rank;
