@@ -70,7 +70,7 @@ class DeltaMemLayer(nn.Module):
         """The four projection weights stacked [4 * N * r, d], as one GEMM wants them. Outside autograd the
         stack is cached and rebuilt only when a parameter changes (its version counter moves)."""
         parts = self.__dict__.get("_projection_parts")
-        if parts is None:  # the Parameter objects persist (.to() swaps their data, which data_ptr notices)
+        if parts is None or parts[0] is not self._parameters["memory_q_proj"]:  # bound once; rebound if replaced
             parts = (self.memory_q_proj, self.memory_k_proj, self.memory_v_proj, self.beta_proj)
             self.__dict__["_projection_parts"] = parts
         if torch.is_grad_enabled():
