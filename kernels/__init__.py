@@ -12,7 +12,7 @@ from deltamem.kernels.decode_step import delta_rule_step_naive, delta_rule_token
 from deltamem.kernels.delta_rule import delta_rule_chunked, delta_rule_naive
 from deltamem.kernels.memory_projection import low_rank_correction_naive, memory_projection_naive
 from deltamem.kernels.ops import (
-    decode_corrections_fn,
+    decode_layer_fn,
     decode_step_fn,
     delta_rule,
     delta_rule_decode,
@@ -21,11 +21,12 @@ from deltamem.kernels.ops import (
     low_rank_correction,
     memory_decode_step,
     memory_projection,
+    memory_scan_fn,
     prepare_decode,
 )
 
 __all__ = [
-    "decode_corrections_fn",
+    "decode_layer_fn",
     "decode_step_fn",
     "delta_rule",
     "delta_rule_chunked",
@@ -40,5 +41,6 @@ __all__ = [
     "memory_decode_step",
     "memory_projection",
     "memory_projection_naive",
+    "memory_scan_fn",
     "prepare_decode",
 ]

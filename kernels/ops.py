@@ -189,15 +189,28 @@ def decode_step_fn(device: torch.device, dtype: torch.dtype):
     return native_step
 
 
-def decode_corrections_fn(device: torch.device, dtype: torch.dtype):
-    """For decode passes: a function (reads [B, N·r] fp32, Wdq [Dq, N·r], Wdo [Do, N·r], scale) → (scale·reads·Wdqᵀ,
-    scale·reads·Wdoᵀ) in one call, where dispatch has one (the compiled CPU op, float32); else None, and callers
-    apply low_rank_correction to each output (one addmm each)."""
+def decode_layer_fn(device: torch.device, dtype: torch.dtype):
+    """For decode passes: a function (x [B, d], weight, beta_bias, state, write, Wdq [Dq, N·r], Wdo [Do, N·r],
+    scale, heads, rank) → (new state, scale·reads·Wdqᵀ, scale·reads·Wdoᵀ): a layer's whole memory work in one
+    call, where dispatch has one (the compiled CPU op, float32); else None, and callers run decode_step_fn and
+    low_rank_correction."""
     if dtype != torch.float32 or backend.native_decode_op(device, dtype) is None:
         return None
     from deltamem.kernels.decode_step import cpu_native
 
-    return cpu_native.corrections_op()
+    return cpu_native.op("decode_layer_cpu")
+
+
+def memory_scan_fn(device: torch.device, dtype: torch.dtype):
+    """For passes over several tokens outside autograd: a function (x [B, T, d], weight, beta_bias, state,
+    write_mask, heads, rank) → (reads [B, T, N, r], final state) doing projection and scan in one call, where
+    dispatch has one (the compiled CPU op, float32); else None, and callers run memory_projection and
+    delta_rule (its twin)."""
+    if dtype != torch.float32 or backend.native_decode_op(device, dtype) is None:
+        return None
+    from deltamem.kernels.decode_step import cpu_native
+
+    return cpu_native.op("scan_cpu")
 
 
 def memory_decode_step_torch(x, weight, beta_bias, state, heads: int, rank: int, write=None):

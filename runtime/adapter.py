@@ -66,6 +66,11 @@ class DeltaMemLayer(nn.Module):
                 columns = F.normalize(base[:, :width].detach().float(), dim=0, eps=1e-6)
                 head[:, :width].copy_(columns * self.config.online_gain)
 
+    @property
+    def state_dims(self) -> tuple[int, int]:
+        """(state heads N, rank r), as the kernels take them."""
+        return self.config.num_state_heads, self.config.rank
+
     def packed_projection_weight(self) -> torch.Tensor:
         """The four projection weights stacked [4 * N * r, d], as one GEMM wants them. Outside autograd the
         stack is cached and rebuilt only when a parameter changes (its version counter moves)."""

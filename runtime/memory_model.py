@@ -1,9 +1,10 @@
 """A frozen causal LM with a δ-mem adapter on every attention layer.
 
-The backbone's code is not modified: hooks on each `self_attn` read the attention input x (after the input
-RMSNorm), run the read → write scan for the layer, and add the low-rank corrections to the outputs of `q_proj`
-(before q_norm and RoPE) and `o_proj` (before the residual add). Outside `MemoryModel.forward` the hooks do
-nothing, so the same module also serves as the plain frozen backbone.
+The backbone's code is not modified: each attention layer's `q_proj` and `o_proj` get a forward of ours. The
+q_proj forward receives the attention input x (after the input RMSNorm), runs the layer's read → write scan and
+adds the query correction (before q_norm and RoPE); the o_proj forward adds the output correction (before the
+residual add). Outside `MemoryModel.forward` both are the plain projections, so the same module also serves as
+the frozen backbone.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from deltamem.kernels import decode_corrections_fn, decode_step_fn, delta_rule
+from deltamem.kernels import decode_layer_fn, decode_step_fn, delta_rule, memory_scan_fn
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 
@@ -36,8 +38,11 @@ class _Pass:
     final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, N, r, r]
     gates: list[torch.Tensor] | None = None  # the write gates (beta) of every layer, when asked for (training)
     decode_step: object | None = None  # decode passes: the step implementation, resolved once for all layers
-    decode_corrections: object | None = None  # decode passes on the compiled CPU path: both corrections at once
-    corrections: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # layer -> (Δq, Δo)
+    decode_mask: torch.Tensor | None = None  # decode passes: [B] rows that write (None: all of them)
+    decode_layer: object | None = None  # decode passes on the compiled CPU path: step and corrections in one call
+    corrections: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> Δo, made with the decode step
+    scan: object | None = None  # token-write passes outside autograd on the compiled CPU path: projection + scan
+    layer_states: tuple[torch.Tensor, ...] | None = None  # state split per layer, once per pass
 
 
 @dataclass
@@ -77,9 +82,8 @@ class MemoryModel(nn.Module):
         # engine (the baseline benchmarks compare against)
         self.memory_enabled = True
         for index, attn in enumerate(attentions):
-            attn.register_forward_pre_hook(self._make_scan_hook(index), with_kwargs=True)
-            attn.q_proj.register_forward_hook(self._make_correction_hook(index, "correct_query"))
-            attn.o_proj.register_forward_hook(self._make_correction_hook(index, "correct_output"))
+            attn.q_proj.forward = self._make_query_forward(index, attn.q_proj)
+            attn.o_proj.forward = self._make_output_forward(index, attn.o_proj)
 
     @property
     def writes_messages(self) -> bool:
@@ -140,9 +144,14 @@ class MemoryModel(nn.Module):
             write_mask = None  # decode rows that all write: skip the masking work in every layer
         run = _Pass(state=state.float().contiguous(), write=write, write_mask=write_mask, message_ids=message_ids)
         run.gates = [] if return_gates else None
-        if write and message_ids is None and input_ids.shape[1] == 1 and not torch.is_grad_enabled():
-            run.decode_step = decode_step_fn(input_ids.device, self.adapters[0].beta_bias.dtype)
-            run.decode_corrections = decode_corrections_fn(input_ids.device, self.adapters[0].beta_bias.dtype)
+        device, dtype = input_ids.device, self.adapters[0].beta_bias.dtype
+        if write and message_ids is None and not torch.is_grad_enabled():
+            if input_ids.shape[1] == 1:
+                run.decode_step = decode_step_fn(device, dtype)
+                run.decode_layer = decode_layer_fn(device, dtype)
+                run.decode_mask = None if write_mask is None else write_mask[:, 0].contiguous()
+            else:
+                run.scan = memory_scan_fn(device, dtype)
         self._pass = run if self.memory_enabled else None
         write = write and self.memory_enabled
         extra = {"attention_mask": attention_mask, "position_ids": position_ids}
@@ -170,40 +179,62 @@ class MemoryModel(nn.Module):
             logits=logits, state=new_state, past_key_values=cache if use_cache else None, gates=run.gates
         )
 
-    def _make_scan_hook(self, index: int):
+    def _make_query_forward(self, index: int, linear: nn.Linear):
+        """q_proj's forward: the layer's memory work on the attention input (q_proj's input is exactly the
+        hidden_states the attention block receives), then q_proj's output plus the query correction. A forward
+        override rather than hooks: modules without hooks take PyTorch's fast call path, which at batch-1
+        decode on CPU is a measurable share of the step (docs/benchmarks.md)."""
         adapter = self.adapters[index]  # bound once: ModuleList indexing costs microseconds per layer per token
+        plain = linear.forward
 
-        def hook(module, args, kwargs):
+        def forward(x: torch.Tensor) -> torch.Tensor:
             run = self._pass
             if run is None:
-                return None
-            x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            layer_state = run.state[:, index]
+                return plain(x)
+            if run.layer_states is None:
+                run.layer_states = run.state.unbind(1)
+            layer_state = run.layer_states[index]
+            if run.decode_layer is not None:  # decode, compiled CPU path: the layer's memory work in one call
+                rows = x.reshape(x.shape[0], x.shape[-1])
+                weight = adapter.packed_projection_weight()
+                run.final[index], delta_q, run.corrections[index] = run.decode_layer(
+                    rows.to(weight.dtype), weight, adapter.beta_bias, layer_state, run.decode_mask,
+                    adapter.delta_q_proj, adapter.delta_o_proj, adapter.config.scale, *adapter.state_dims,
+                )  # fmt: skip
+                return linear_plus(linear, x, rows, delta_q)
             if run.decode_step is not None:
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
-                mask = None if run.write_mask is None else run.write_mask[:, 0].contiguous()
-                reads, run.final[index] = adapter.decode_step(x[:, 0].contiguous(), layer_state, mask, run.decode_step)
-                if run.decode_corrections is not None:
-                    run.corrections[index] = run.decode_corrections(
-                        reads.view(reads.shape[0], -1), adapter.delta_q_proj, adapter.delta_o_proj, adapter.config.scale
-                    )
-                reads = reads[:, None]
+                rows = x.reshape(x.shape[0], x.shape[-1])
+                reads, run.final[index] = adapter.decode_step(rows, layer_state, run.decode_mask, run.decode_step)
+                run.reads[index] = reads.flatten(-2)[:, None]
             else:
-                q, k, v, beta = adapter.project(x)
-                if run.gates is not None and run.write and run.message_ids is None:
-                    run.gates.append(beta)  # token writes (message-mean gates come from the means, not kept)
-                if run.write and run.message_ids is not None:
-                    run.final[index] = self._write_message_means(index, x, run.message_ids, layer_state)
-                    reads = torch.einsum("bnij,btnj->btni", layer_state, q)
-                elif run.write:
-                    reads, run.final[index] = delta_rule(q, k, v, beta, layer_state, run.write_mask)
-                else:
-                    # read-only: every token reads the same state, a plain batched matmul
-                    reads = torch.einsum("bnij,btnj->btni", layer_state, q)
-            run.reads[index] = reads.flatten(-2)
-            return None
+                run.reads[index] = self._layer_reads(index, x, layer_state, run)
+            return adapter.correct_query(plain(x), run.reads[index])
 
-        return hook
+        return forward
+
+    def _layer_reads(self, index: int, x: torch.Tensor, layer_state: torch.Tensor, run: _Pass) -> torch.Tensor:
+        """Every token's read [B, T, N*r] for a pass over several tokens; records the layer's final state."""
+        adapter = self.adapters[index]
+        if run.scan is not None:  # token writes outside autograd, compiled CPU path: projection and scan in one call
+            weight = adapter.packed_projection_weight()
+            mask = None if run.write_mask is None else run.write_mask.contiguous()
+            reads, run.final[index] = run.scan(
+                x.to(weight.dtype).contiguous(), weight, adapter.beta_bias, layer_state, mask, *adapter.state_dims
+            )
+            return reads.flatten(-2)
+        q, k, v, beta = adapter.project(x)
+        if run.gates is not None and run.write and run.message_ids is None:
+            run.gates.append(beta)  # token writes (message-mean gates come from the means, not kept)
+        if run.write and run.message_ids is not None:
+            run.final[index] = self._write_message_means(index, x, run.message_ids, layer_state)
+            reads = torch.einsum("bnij,btnj->btni", layer_state, q)
+        elif run.write:
+            reads, run.final[index] = delta_rule(q, k, v, beta, layer_state, run.write_mask)
+        else:
+            # read-only: every token reads the same state, a plain batched matmul
+            reads = torch.einsum("bnij,btnj->btni", layer_state, q)
+        return reads.flatten(-2)
 
     def _write_message_means(
         self, index: int, x: torch.Tensor, message_ids: torch.Tensor, layer_state: torch.Tensor
@@ -224,16 +255,25 @@ class MemoryModel(nn.Module):
         _, final = delta_rule(q, k, v, beta, layer_state, tokens > 0)
         return final
 
-    def _make_correction_hook(self, index: int, correction: str):
-        correct = getattr(self.adapters[index], correction)
-        which = ("correct_query", "correct_output").index(correction)
+    def _make_output_forward(self, index: int, linear: nn.Linear):
+        """o_proj's forward: its output plus the output correction of the read q_proj's forward made."""
+        adapter = self.adapters[index]
+        plain = linear.forward
 
-        def hook(module, args, output):
+        def forward(x: torch.Tensor) -> torch.Tensor:
             run = self._pass
             if run is None:
-                return None
-            if run.decode_corrections is not None:  # computed with the decode step: add it
-                return output + run.corrections[index][which].view(output.shape).to(output.dtype)
-            return correct(output, run.reads[index])
+                return plain(x)
+            if run.decode_layer is not None:  # computed with the decode step: add it
+                return linear_plus(linear, x, x.reshape(x.shape[0], x.shape[-1]), run.corrections[index])
+            return adapter.correct_output(plain(x), run.reads[index])
 
-        return hook
+        return forward
+
+
+def linear_plus(linear: nn.Linear, x: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """linear(x) + delta for one decode token per row (x [B, 1, d], rows its [B, d] view, delta [B, out]):
+    one addmm where the types allow, else the projection and an add."""
+    if linear.bias is None and delta.dtype == x.dtype:
+        return torch.addmm(delta, rows, linear.weight.t()).view(x.shape[0], 1, -1)
+    return F.linear(x, linear.weight, linear.bias) + delta.view(x.shape[0], 1, -1).to(x.dtype)

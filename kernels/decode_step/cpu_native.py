@@ -1,7 +1,8 @@
-"""The compiled CPU decode step (csrc/decode_step_cpu.cpp), built once per machine with the system C++ compiler.
+"""The compiled CPU memory ops (csrc/decode_step_cpu.cpp), built once per machine with the system C++ compiler.
 
-At batch 1 the PyTorch decode step is dispatch-bound (~15 small operations per layer); the native op does the
-same math in one call. It is built on first use with torch.utils.cpp_extension into
+At batch 1 the PyTorch decode step is dispatch-bound (~15 small operations per layer); the native ops do the
+same math in one call per layer (decode_step_cpu, decode_layer_cpu), and scan_cpu does a pass over several tokens
+(prefill, memory writes) the same way. It is built on first use with torch.utils.cpp_extension into
 $DELTAMEM_CACHE_DIR/torch_extensions (rebuilt only when the source or torch changes) and loaded as
 torch.ops.deltamem.decode_step_cpu. Where it cannot be built (no compiler), `auto` dispatch falls back to the
 PyTorch path with one warning; DELTAMEM_KERNELS=native makes that an error instead.
@@ -62,6 +63,7 @@ def _build():
     return torch.ops.deltamem.decode_step_cpu
 
 
-def corrections_op():
-    """torch.ops.deltamem.corrections_cpu, from the same build as the decode op (None where that did not build)."""
-    return None if load() is None else torch.ops.deltamem.corrections_cpu
+def op(name: str):
+    """torch.ops.deltamem.<name> (decode_step_cpu, decode_layer_cpu, corrections_cpu or scan_cpu), from the one
+    build of csrc/decode_step_cpu.cpp; None where that did not build."""
+    return None if load() is None else getattr(torch.ops.deltamem, name)

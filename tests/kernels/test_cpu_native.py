@@ -44,17 +44,69 @@ def test_native_step_matches_the_references_and_leaves_the_input_state(batch, he
 
 
 def test_native_corrections_equal_the_addmm_corrections():
-    from deltamem.kernels import decode_corrections_fn, low_rank_correction
+    from deltamem.kernels import low_rank_correction
 
+    corrections = cpu_native.op("corrections_cpu")
     g = torch.Generator().manual_seed(9)
     reads, dq, do = torch.randn(3, 16, generator=g), torch.randn(40, 16, generator=g), torch.randn(24, 16, generator=g)
-    corrections = decode_corrections_fn(torch.device("cpu"), torch.float32)
     cq, co = corrections(reads, dq, do, 2.0)
     torch.testing.assert_close(cq, low_rank_correction(torch.zeros(3, 40), reads, dq, 2.0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(co, low_rank_correction(torch.zeros(3, 24), reads, do, 2.0), rtol=1e-5, atol=1e-6)
-    assert decode_corrections_fn(torch.device("cpu"), torch.bfloat16) is None
     with pytest.raises(RuntimeError, match="correction weights"):
         corrections(reads, dq[:, :15], do, 2.0)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_native_decode_layer_is_the_step_then_both_corrections(batch):
+    from deltamem.kernels import decode_layer_fn, low_rank_correction
+
+    layer = decode_layer_fn(torch.device("cpu"), torch.float32)
+    assert decode_layer_fn(torch.device("cpu"), torch.bfloat16) is None
+    heads, rank, dim = 2, 8, 48
+    g = torch.Generator().manual_seed(batch)
+    x, weight = torch.randn(batch, dim, generator=g), torch.randn(4 * heads * rank, dim, generator=g) / dim**0.5
+    bias, state = torch.randn(heads * rank, generator=g), torch.randn(batch, heads, rank, rank, generator=g)
+    dq, do = torch.randn(40, heads * rank, generator=g), torch.randn(dim, heads * rank, generator=g)
+    write = torch.tensor([True, False, True, True][:batch])
+    q, k, v, beta = memory_projection_naive(x, weight, bias, heads, rank)
+    reads, want_state = delta_rule_token_naive(q, k, v, beta * write[:, None, None], state)
+    new_state, cq, co = layer(x, weight, bias, state, write, dq, do, 2.0, heads, rank)
+    torch.testing.assert_close(new_state, want_state, rtol=1e-5, atol=1e-6)
+    flat = reads.flatten(1)
+    torch.testing.assert_close(cq, low_rank_correction(torch.zeros(batch, 40), flat, dq, 2.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(co, low_rank_correction(torch.zeros(batch, dim), flat, do, 2.0), rtol=1e-5, atol=1e-5)
+
+
+SCAN_CASES = [
+    pytest.param(1, 37, 1, 8, 576, False, id="B1-T37-N1-r8-d576"),
+    pytest.param(3, 20, 4, 8, 40, True, id="B3-T20-N4-r8-d40-mask"),
+    pytest.param(2, 1, 2, 5, 33, True, id="B2-T1-N2-r5-d33-mask"),
+    pytest.param(2, 0, 1, 8, 16, False, id="B2-T0-empty"),
+]
+
+
+@pytest.mark.parametrize("batch,tokens,heads,rank,dim,with_mask", SCAN_CASES)
+def test_native_scan_matches_the_per_token_reference_and_leaves_the_input_state(
+    batch, tokens, heads, rank, dim, with_mask
+):
+    from deltamem.kernels import delta_rule_naive, memory_scan_fn
+
+    scan = memory_scan_fn(torch.device("cpu"), torch.float32)
+    assert memory_scan_fn(torch.device("cpu"), torch.bfloat16) is None
+    g = torch.Generator().manual_seed(tokens * 10 + batch)
+    x = torch.randn(batch, tokens, dim, generator=g)
+    weight = torch.randn(4 * heads * rank, dim, generator=g) / dim**0.5
+    bias = torch.randn(heads * rank, generator=g)
+    layers = torch.randn(batch, 3, heads, rank, rank, generator=g) * 0.3
+    state = layers[:, 1]  # a view into a multi-layer state, as the model passes it
+    mask = torch.rand(batch, tokens, generator=g) < 0.7 if with_mask else None
+    q, k, v, beta = memory_projection_naive(x, weight, bias, heads, rank)
+    want_reads, want_final = delta_rule_naive(q, k, v, beta, state, mask)
+    before = layers.clone()
+    reads, final = scan(x, weight, bias, state, mask, heads, rank)
+    torch.testing.assert_close(reads, want_reads, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(final, want_final, rtol=1e-5, atol=1e-5)
+    assert torch.equal(layers, before)
 
 
 def test_dispatch_uses_the_native_op_on_cpu_and_the_pytorch_twin_when_asked(monkeypatch):
@@ -82,7 +134,21 @@ def test_the_op_refuses_malformed_inputs_with_a_reason():
     with pytest.raises(RuntimeError, match="write must be"):
         op(x, weight, bias, state, torch.ones(2), 1, 8)
     with pytest.raises(RuntimeError, match="state must be"):
-        op(x, weight, bias, torch.zeros(2, 1, 8, 8).transpose(2, 3), None, 1, 8)
+        op(x, weight, bias, torch.zeros(2, 1, 8, 7), None, 1, 8)
+    scan = cpu_native.op("scan_cpu")
+    with pytest.raises(RuntimeError, match="x must be float32"):
+        scan(x, weight, bias, state, None, 1, 8)
+    with pytest.raises(RuntimeError, match="write must be"):
+        scan(x[:, None], weight, bias, state, torch.ones(2, 2, dtype=torch.bool), 1, 8)
+
+
+def test_any_state_layout_is_read_as_its_values():
+    """The ops copy the state into a new tensor, so a strided view gives what its contiguous copy gives."""
+    g = torch.Generator().manual_seed(4)
+    x, weight, bias = torch.randn(2, 16, generator=g), torch.randn(32, 16, generator=g), torch.randn(8, generator=g)
+    state = torch.randn(2, 1, 8, 8, generator=g).transpose(2, 3)
+    for got, want in zip(op(x, weight, bias, state, None, 1, 8), op(x, weight, bias, state.contiguous(), None, 1, 8)):
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("arch,heads", [("llama", 1), ("qwen3", 4), ("smollm3", 1)])
@@ -107,4 +173,24 @@ def test_a_model_decoding_through_the_native_op_equals_its_pytorch_twin(monkeypa
         results[kernels] = (torch.cat(logits, dim=1), state)
     torch.testing.assert_close(results["native"][0], results["torch"][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(results["native"][1], results["torch"][1], rtol=1e-5, atol=1e-6)
+    assert results["torch"][1].abs().sum() > 0  # memory was written
+
+
+@pytest.mark.parametrize("arch,heads", [("llama", 1), ("qwen3", 4), ("smollm3", 1)])
+def test_a_model_writing_through_the_native_scan_equals_its_pytorch_twin(monkeypatch, make_tiny_model, arch, heads):
+    """A multi-token pass with writes (a ragged batch: padding masked out of the writes) and a read-only pass
+    after it: logits and memory through the compiled scan match the PyTorch projection + chunked scan."""
+    model = make_tiny_model(arch, seed=7, num_state_heads=heads)
+    ids = torch.randint(3, 97, (2, 19), generator=torch.Generator().manual_seed(8))
+    write_mask = torch.ones(2, 19, dtype=torch.bool)
+    write_mask[1, 13:] = False
+    results = {}
+    for kernels in ("torch", "native"):
+        monkeypatch.setenv("DELTAMEM_KERNELS", kernels)
+        with torch.inference_mode():
+            written = model(ids, model.empty_state(2), write_mask=write_mask)
+            read = model(ids[:, :5], written.state, write=False)
+        results[kernels] = (written.logits, written.state, read.logits)
+    for got, want in zip(results["native"], results["torch"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert results["torch"][1].abs().sum() > 0  # memory was written

@@ -1,7 +1,12 @@
-// The δ-mem decode step for one token per sequence on the CPU, as one native op: projection, activations, read
-// and write. At batch 1 the PyTorch path is ~15 tensor operations per layer whose dispatch costs far more than
-// the ~18k multiply-adds they do; here the whole step is one call (plain loops; one GEMM for the projection of larger batches). float32 only (the embedded model's dtype);
-// the Python side sends other dtypes down the PyTorch path. Registered as torch.ops.deltamem.decode_step_cpu.
+// The δ-mem memory work of inference passes on the CPU, as native ops (float32 only: the embedded model's dtype;
+// the Python side sends other dtypes and every pass that needs gradients down the PyTorch path):
+// - decode_step_cpu: one token per sequence: projection, activations, read and write. At batch 1 the PyTorch
+//   path is ~15 tensor operations per layer whose dispatch costs far more than the ~18k multiply-adds they do.
+// - decode_layer_cpu: the same plus both low-rank corrections, so a decode layer's memory work is one call.
+// - scan_cpu: T tokens per sequence (prefill and memory writes): one GEMM for the projection, then the tokens in
+//   order. The state is r×r, so the sequential loop is a few hundred flops per token and beats the chunked
+//   PyTorch scan, whose cost is the dispatch of its many small operations.
+// Registered as torch.ops.deltamem.*.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -38,40 +43,73 @@ void tanh_l2_normalise(float* v, int64_t n) {
   for (int64_t i = 0; i < n; ++i) v[i] /= norm;
 }
 
+// One token of one sequence: `pre` holds its projection [q | k | v | gate] (4·N·r, q and k activated in place),
+// `s` its N r×r states (updated in place: each row is read before it is written), `reads` receives S_prev·q.
+void token_step(float* pre, const float* bias, float* s, float* reads, float writes, int64_t heads, int64_t rank) {
+  const int64_t width = heads * rank;
+  for (int64_t n = 0; n < heads; ++n) {
+    float* q = pre + n * rank;
+    float* k = pre + width + n * rank;
+    const float* v = pre + 2 * width + n * rank;
+    const float* gate = pre + 3 * width + n * rank;
+    tanh_l2_normalise(q, rank);
+    tanh_l2_normalise(k, rank);
+    float* block = s + n * rank * rank;
+    for (int64_t i = 0; i < rank; ++i) {
+      const float beta = writes / (1.f + std::exp(-(gate[i] + bias[n * rank + i])));
+      float* row = block + i * rank;
+      float read = 0.f, s_k = 0.f;
+      for (int64_t j = 0; j < rank; ++j) {
+        read += row[j] * q[j];
+        s_k += row[j] * k[j];
+      }
+      reads[n * rank + i] = read;
+      const float keep = 1.f - beta, add = beta * (v[i] - s_k);
+      for (int64_t j = 0; j < rank; ++j) row[j] = keep * row[j] + add * k[j];
+    }
+  }
+}
+
+void check_projection(const at::Tensor& weight, const at::Tensor& beta_bias, int64_t dim, int64_t width) {
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 2 &&
+                  weight.size(0) == 4 * width && weight.size(1) == dim,
+              "weight must be contiguous float32 [4*N*r, d]");
+  TORCH_CHECK(beta_bias.scalar_type() == at::kFloat && beta_bias.is_contiguous() && beta_bias.numel() == width,
+              "beta_bias must be contiguous float32 [N*r]");
+}
+
+// The state [B, N, r, r] copied into a new contiguous tensor (the input is never written).
+at::Tensor copy_state(const at::Tensor& state, int64_t batch, int64_t heads, int64_t rank) {
+  TORCH_CHECK(state.scalar_type() == at::kFloat && state.dim() == 4 && state.size(0) == batch &&
+                  state.size(1) == heads && state.size(2) == rank && state.size(3) == rank,
+              "state must be float32 [B, N, r, r]");
+  at::Tensor copy = at::empty({batch, heads, rank, rank}, state.options().memory_format(at::MemoryFormat::Contiguous));
+  copy.copy_(state);
+  return copy;
+}
+
 std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at::Tensor& weight,
                                                    const at::Tensor& beta_bias, const at::Tensor& state,
                                                    const c10::optional<at::Tensor>& write, int64_t heads,
                                                    int64_t rank) {
   const int64_t batch = x.size(0), dim = x.size(1), width = heads * rank;
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be contiguous float32 [B, d]");
-  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 2 &&
-                  weight.size(0) == 4 * width && weight.size(1) == dim,
-              "weight must be contiguous float32 [4*N*r, d]");
-  TORCH_CHECK(beta_bias.scalar_type() == at::kFloat && beta_bias.is_contiguous() && beta_bias.numel() == width,
-              "beta_bias must be contiguous float32 [N*r]");
-  TORCH_CHECK(state.scalar_type() == at::kFloat && state.dim() == 4 && state.size(0) == batch &&
-                  state.size(1) == heads && state.size(2) == rank && state.size(3) == rank &&
-                  state.stride(3) == 1 && state.stride(2) == rank && state.stride(1) == rank * rank,
-              "state must be float32 [B, N, r, r] with each row's block contiguous");
+  check_projection(weight, beta_bias, dim, width);
   const bool* write_ptr = nullptr;
   if (write.has_value()) {
     TORCH_CHECK(write->scalar_type() == at::kBool && write->is_contiguous() && write->numel() == batch,
                 "write must be a contiguous bool [B]");
     write_ptr = write->data_ptr<bool>();
   }
+  at::Tensor new_state = copy_state(state, batch, heads, rank);
   at::Tensor reads = at::empty({batch, heads, rank}, x.options());
-  at::Tensor new_state = at::empty({batch, heads, rank, rank}, x.options());
-  const float* bias = beta_bias.data_ptr<float>();
-  const float* states = state.data_ptr<float>();
-  float* out_reads = reads.data_ptr<float>();
-  float* out_states = new_state.data_ptr<float>();
   // the projection: for a few rows plain dot products on this thread (a BLAS call may wake its thread pool,
   // which costs more than the ~18k multiply-adds of a row); for more rows one GEMM
   const bool small = batch <= kLoopRows;
   const at::Tensor projected = small ? at::Tensor() : at::mm(x, weight.t()).contiguous();  // [B, 4 * N * r]
   const float* xs = x.data_ptr<float>();
   const float* ws = weight.data_ptr<float>();
-  std::vector<float> pre(4 * width), beta(rank);
+  std::vector<float> pre(4 * width);
   for (int64_t b = 0; b < batch; ++b) {
     if (small) {
       for (int64_t row = 0; row < 4 * width; ++row) pre[row] = dot(ws + row * dim, xs + b * dim, dim);
@@ -79,28 +117,8 @@ std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at
       std::copy_n(projected.data_ptr<float>() + b * 4 * width, 4 * width, pre.data());
     }
     const float writes = write_ptr == nullptr || write_ptr[b] ? 1.f : 0.f;
-    for (int64_t n = 0; n < heads; ++n) {
-      float* q = pre.data() + n * rank;
-      float* k = pre.data() + width + n * rank;
-      const float* v = pre.data() + 2 * width + n * rank;
-      const float* gate = pre.data() + 3 * width + n * rank;
-      tanh_l2_normalise(q, rank);
-      tanh_l2_normalise(k, rank);
-      for (int64_t i = 0; i < rank; ++i) beta[i] = writes / (1.f + std::exp(-(gate[i] + bias[n * rank + i])));
-      const float* s = states + b * state.stride(0) + n * rank * rank;
-      float* s_new = out_states + (b * heads + n) * rank * rank;
-      for (int64_t i = 0; i < rank; ++i) {
-        const float* s_row = s + i * rank;
-        float read = 0.f, s_k = 0.f;
-        for (int64_t j = 0; j < rank; ++j) {
-          read += s_row[j] * q[j];
-          s_k += s_row[j] * k[j];
-        }
-        out_reads[(b * heads + n) * rank + i] = read;
-        const float keep = 1.f - beta[i], add = beta[i] * (v[i] - s_k);
-        for (int64_t j = 0; j < rank; ++j) s_new[i * rank + j] = keep * s_row[j] + add * k[j];
-      }
-    }
+    token_step(pre.data(), beta_bias.data_ptr<float>(), new_state.data_ptr<float>() + b * width * rank,
+               reads.data_ptr<float>() + b * width, writes, heads, rank);
   }
   return {reads, new_state};
 }
@@ -136,15 +154,66 @@ std::tuple<at::Tensor, at::Tensor> corrections_cpu(const at::Tensor& reads, cons
   return out;
 }
 
+
+// T tokens per sequence, in order: x [B, T, d] → (reads [B, T, N, r], final state [B, N, r, r]). `write` [B, T]
+// (optional) marks the tokens that write; the others read and leave the state as it is.
+std::tuple<at::Tensor, at::Tensor> scan_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& beta_bias,
+                                            const at::Tensor& state, const c10::optional<at::Tensor>& write,
+                                            int64_t heads, int64_t rank) {
+  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kFloat, "x must be float32 [B, T, d]");
+  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2), width = heads * rank;
+  check_projection(weight, beta_bias, dim, width);
+  const bool* write_ptr = nullptr;
+  if (write.has_value()) {
+    TORCH_CHECK(write->scalar_type() == at::kBool && write->is_contiguous() && write->dim() == 2 &&
+                    write->size(0) == batch && write->size(1) == tokens,
+                "write must be a contiguous bool [B, T]");
+    write_ptr = write->data_ptr<bool>();
+  }
+  at::Tensor final_state = copy_state(state, batch, heads, rank);
+  at::Tensor reads = at::empty({batch, tokens, heads, rank}, x.options());
+  if (tokens == 0) return {reads, final_state};
+  at::Tensor projected = at::mm(x.reshape({batch * tokens, dim}), weight.t()).contiguous();  // [B*T, 4*N*r]
+  float* pre = projected.data_ptr<float>();
+  float* out_reads = reads.data_ptr<float>();
+  float* states = final_state.data_ptr<float>();
+  const float* bias = beta_bias.data_ptr<float>();
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t at = b * tokens + t;
+      const float writes = write_ptr == nullptr || write_ptr[at] ? 1.f : 0.f;
+      token_step(pre + at * 4 * width, bias, states + b * width * rank, out_reads + at * width, writes, heads, rank);
+    }
+  }
+  return {reads, final_state};
+}
+
+// A decode layer's whole memory work: decode_step_cpu, then both corrections from its reads →
+// (new state, scale·reads·Wdqᵀ, scale·reads·Wdoᵀ).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_layer_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& beta_bias, const at::Tensor& state,
+    const c10::optional<at::Tensor>& write, const at::Tensor& delta_q, const at::Tensor& delta_o, double scale,
+    int64_t heads, int64_t rank) {
+  auto [reads, new_state] = decode_step_cpu(x, weight, beta_bias, state, write, heads, rank);
+  auto [correction_q, correction_o] = corrections_cpu(reads.view({reads.size(0), heads * rank}), delta_q, delta_o, scale);
+  return {new_state, correction_q, correction_o};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(deltamem, m) {
   m.def("decode_step_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, "
         "int rank) -> (Tensor, Tensor)");
   m.def("corrections_cpu(Tensor reads, Tensor delta_q, Tensor delta_o, float scale) -> (Tensor, Tensor)");
+  m.def("decode_layer_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, Tensor delta_q, "
+        "Tensor delta_o, float scale, int heads, int rank) -> (Tensor, Tensor, Tensor)");
+  m.def("scan_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, int rank) -> "
+        "(Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(deltamem, CPU, m) {
   m.impl("decode_step_cpu", &decode_step_cpu);
   m.impl("corrections_cpu", &corrections_cpu);
+  m.impl("decode_layer_cpu", &decode_layer_cpu);
+  m.impl("scan_cpu", &scan_cpu);
 }
