@@ -28,6 +28,10 @@ from deltamem.runtime.memory_model import MemoryModel
 
 TRAINER_STATE = "trainer_state.pt"
 GATE_TARGET = 0.05
+FOCUS_HISTORIES = ("turns", "statement")
+# "value": only the gold value's tokens inside the answer sentence carry loss. The sentence around it follows from
+# the question alone, so with "answer" most of the loss teaches the answer's form and little of it needs memory.
+TARGETS = ("answer", "value")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     state_only_fraction: float = 0.2  # read passes that see no history turn: memory only
     focus_fraction: float = 0.0  # examples cut to one question's evidence turns (a curriculum; 0 = the reference)
+    focus_history: str = "turns"  # focused examples keep the evidence turns with their replies, or the statement alone
+    target: str = "answer"  # cross-entropy on the whole answer, or only on the tokens of its gold value
     gate_weight: float = 0.01
     examples: int = 2000  # synthetic training conversations
     data_seed: int = 0
@@ -55,6 +61,10 @@ class TrainConfig:
             raise ValueError("warmup_fraction must be in [0, 1)")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.focus_history not in FOCUS_HISTORIES:
+            raise ValueError(f"focus_history must be one of {FOCUS_HISTORIES}, got {self.focus_history!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
 
 @dataclass
@@ -65,11 +75,12 @@ class Example:
     history_message_ids: list[int]
     last_turn: list[dict]
     pairs: list[tuple[str, str]]
+    values: list[str]  # each pair's gold value (the short answer), for target="value"
 
 
-def as_example(tokenizer, messages: list[dict], pairs: list[tuple[str, str]]) -> Example:
+def as_example(tokenizer, messages: list[dict], pairs: list[tuple[str, str]], values: list[str]) -> Example:
     ids, owners = encode_chat(tokenizer, messages, add_generation_prompt=False)
-    return Example(ids, owners, messages[-2:], pairs)
+    return Example(ids, owners, messages[-2:], pairs, values)
 
 
 def synthetic_examples(tokenizer, count: int, seed: int) -> list[Example]:
@@ -77,14 +88,15 @@ def synthetic_examples(tokenizer, count: int, seed: int) -> list[Example]:
     examples = []
     for sample in build("train", count, seed):
         training = to_training(sample, first_person=True, sentence_answers=True)
-        examples.append(as_example(tokenizer, training.messages, training.pairs))
+        values = [str(item["answer"]) for item in sample["qa"]]
+        examples.append(as_example(tokenizer, training.messages, training.pairs, values))
     return examples
 
 
-def focused_examples(tokenizer, count: int, seed: int) -> list[Example]:
-    """Per question, a history of only the turns its evidence names (and the replies to them): one fact in
-    memory. The easiest case; mixed in, it teaches the gates and values to store a fact before the keys must
-    tell several facts apart."""
+def focused_examples(tokenizer, count: int, seed: int, with_replies: bool = True) -> list[Example]:
+    """Per question, a history of only the turns its evidence names (and, `with_replies`, the replies to them):
+    one fact in memory. The easiest case; mixed in, it teaches the gates and values to store a fact before the
+    keys must tell several facts apart."""
     examples = []
     for sample in build("train", count, seed):
         messages = history_messages(sample)
@@ -97,9 +109,10 @@ def focused_examples(tokenizer, count: int, seed: int) -> list[Example]:
             keep = set()
             for evidence in item["evidence"]:
                 index = turn_ids.index(evidence)
-                keep.update(i for i in (index, index + 1) if i < len(messages))
+                keep.update(i for i in (index, index + 1)[: 2 if with_replies else 1] if i < len(messages))
             history = [messages[i] for i in sorted(keep)]
-            examples.append(as_example(tokenizer, history, [(item["question_self"], item["answer_sentence_self"])]))
+            pair = (item["question_self"], item["answer_sentence_self"])
+            examples.append(as_example(tokenizer, history, [pair], [str(item["answer"])]))
     return examples
 
 
@@ -151,11 +164,12 @@ def batch_loss(model: MemoryModel, tokenizer, examples: list[Example], state_onl
     rows, targets, owner = [], [], []
     for index, (example, memory_only) in enumerate(zip(examples, state_only, strict=True)):
         context = [] if memory_only else example.last_turn
-        for question, answer in example.pairs:
+        for (question, answer), value in zip(example.pairs, example.values, strict=True):
             prompt = question_prompt(tokenizer, question, context)
             reply = answer_ids(tokenizer, answer)
+            labels = reply if config.target == "answer" else value_labels(tokenizer, reply, value)
             rows.append(prompt + reply)
-            targets.append([-100] * len(prompt) + reply)
+            targets.append([-100] * len(prompt) + labels)
             owner.append(index)
     state = written.state[torch.tensor(owner, device=device)]
     logits = model(pad(rows, 0, device), state, write=False).logits  # right padding: causal, never read
@@ -168,6 +182,15 @@ def batch_loss(model: MemoryModel, tokenizer, examples: list[Example], state_onl
     else:
         gate_reg = loss.new_zeros(())
     return loss, gate_reg
+
+
+def value_labels(tokenizer, reply: list[int], value: str) -> list[int]:
+    """`reply` with every token outside the gold value's tokens set to -100 (ignored by the loss)."""
+    for pieces in (tokenizer.encode(" " + value, add_special_tokens=False), tokenizer.encode(value, add_special_tokens=False)):
+        for start in range(len(reply) - len(pieces) + 1):
+            if reply[start : start + len(pieces)] == pieces:
+                return [-100] * start + pieces + [-100] * (len(reply) - start - len(pieces))
+    raise ValueError(f"the answer {tokenizer.decode(reply)!r} does not contain its value {value!r} as whole tokens")
 
 
 def save_checkpoint(out_dir: Path, model: MemoryModel, optimizer, step: int, config: TrainConfig, log: list) -> None:
@@ -215,7 +238,10 @@ def train(model: MemoryModel, tokenizer, out_dir: Path, config: TrainConfig, res
         random.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
     examples = synthetic_examples(tokenizer, config.examples, config.data_seed)
-    focused = focused_examples(tokenizer, config.examples, config.data_seed) if config.focus_fraction else []
+    with_replies = config.focus_history == "turns"
+    focused = (
+        focused_examples(tokenizer, config.examples, config.data_seed, with_replies) if config.focus_fraction else []
+    )
     model.train()
     for step in range(start, config.steps):
         for group in optimizer.param_groups:

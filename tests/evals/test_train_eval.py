@@ -168,6 +168,40 @@ def test_focused_examples_hold_only_the_asked_fact_in_its_latest_form(tokenizer)
         assert text.count("<|im_start|>user") == len(item["evidence"])  # the evidence turns, no other user turn
     for example, item in changed:
         assert item["previous"] not in tokenizer.decode(example.history).split()  # the old value is not shown
+    for example, item in zip(focused_examples(tokenizer, 12, 0, with_replies=False), items, strict=True):
+        text = tokenizer.decode(example.history)
+        assert example.values == [item["answer"]] and item["answer"] in text
+        assert "<|im_start|>assistant" not in text  # the statement alone
+
+
+def test_value_targets_put_the_loss_on_the_gold_value_tokens_only(tokenizer):
+    from deltamem.evals.prompts import answer_ids
+    from deltamem.evals.train import value_labels
+
+    for example in synthetic_examples(tokenizer, 6, 0):
+        for (_, answer), value in zip(example.pairs, example.values, strict=True):
+            reply = answer_ids(tokenizer, answer)
+            labels = value_labels(tokenizer, reply, value)
+            kept = [token for token in labels if token != -100]
+            assert kept and tokenizer.decode(kept).strip() == value
+            assert [t for t, label in zip(reply, labels, strict=True) if label != -100] == kept
+    with pytest.raises(ValueError, match="does not contain its value"):
+        value_labels(tokenizer, answer_ids(tokenizer, "You live in Paris."), "Rome")
+
+
+def test_a_value_target_loss_counts_only_the_value(tiny, tokenizer):
+    """target=value gives a finite loss that differs from the whole-answer loss (which tokens count is checked
+    above); unknown settings are refused by name."""
+    model = tiny()
+    examples = synthetic_examples(tokenizer, 2, 0)
+    with torch.no_grad():
+        whole = batch_loss(model, tokenizer, examples, [True, True], TrainConfig(target="answer"))[0]
+        value = batch_loss(model, tokenizer, examples, [True, True], TrainConfig(target="value"))[0]
+    assert torch.isfinite(value) and abs(value.item() - whole.item()) > 1e-3
+    with pytest.raises(ValueError, match="target must be one of"):
+        TrainConfig(target="everything")
+    with pytest.raises(ValueError, match="focus_history must be one of"):
+        TrainConfig(focus_history="all")
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
