@@ -3,7 +3,9 @@
     .venv/bin/python bench/kernels.py [--lengths 1024 4096 16384 32768] [--repeats 5] [--skip-model]
 
 Scan (one layer, batch 1, one 8x8 state, fp32 inputs), per sequence length:
-  CPU  ours = the vectorised PyTorch scan (what dispatch runs on CPU); baseline = the per-token loop.
+  CPU  ours = the vectorised PyTorch scan (what training runs on CPU); baseline = the per-token loop. Then a
+       layer's whole write (projection + scan, d=576): the compiled scan_cpu op that inference passes run,
+       against its PyTorch twin.
   GPU  ours = the chunked Triton scan; baselines = the sequential per-row Triton scan laid out like the reference
        implementation (one program per (sequence, row) over all T tokens) and the PyTorch scan on the GPU.
 Decode (the default model, 256 tokens of context): one backbone decode step with δ-mem against the frozen
@@ -67,6 +69,33 @@ def bench_scan_cpu(lengths, repeats):
         loop = median_seconds(lambda d=data: delta_rule_naive(*d), max(1, repeats // 2), "cpu")
         ours = median_seconds(lambda d=data: delta_rule_chunked(*d), repeats, "cpu")
         print(f"{seq_len:>8} {loop * 1e3:>13.1f}ms {ours * 1e3:>8.1f}ms {loop / ours:>13.2f}x")
+
+
+def bench_layer_write_cpu(lengths, repeats, dim: int = 576):
+    """One layer's memory work for a write of T tokens (projection, activations, scan) on the CPU: the compiled
+    scan_cpu op that inference passes use against its PyTorch twin (memory_projection + the chunked scan)."""
+    from deltamem.kernels import memory_projection, memory_scan_fn
+
+    scan = memory_scan_fn(torch.device("cpu"), torch.float32)
+    if scan is None:
+        print("\n## layer write, CPU: the compiled scan op is not built here; skipped")
+        return
+    print(f"\n## layer write, CPU (d={dim}, one 8x8 state): compiled scan_cpu (ours) vs PyTorch projection + scan")
+    print(f"{'tokens':>8} {'PyTorch':>10} {'ours':>10} {'speed-up':>9}")
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(32, dim, generator=g) / dim**0.5, torch.full((8,), -1.5)
+    for seq_len in lengths:
+        x, state = torch.randn(1, seq_len, dim, generator=g), torch.zeros(1, 1, 8, 8)
+
+        def twin(x=x, state=state):
+            return delta_rule_chunked(*memory_projection(x, weight, bias, 1, 8), state)
+
+        def compiled(x=x, state=state):
+            return scan(x, weight, bias, state, None, 1, 8)
+
+        with torch.inference_mode():
+            pytorch, ours = paired_median_seconds(twin, compiled, repeats, "cpu")
+        print(f"{seq_len:>8} {pytorch * 1e3:>8.2f}ms {ours * 1e3:>8.2f}ms {pytorch / ours:>8.2f}x")
 
 
 def bench_scan_gpu(lengths, repeats):
@@ -146,6 +175,7 @@ def main() -> None:
     )
     if not args.skip_scan:
         bench_scan_cpu(args.lengths, args.repeats)
+        bench_layer_write_cpu(args.lengths, args.repeats)
         if torch.cuda.is_available():
             bench_scan_gpu(args.lengths, args.repeats)
     if not args.skip_model:

@@ -186,7 +186,8 @@ def batch_loss(model: MemoryModel, tokenizer, examples: list[Example], state_onl
 
 def value_labels(tokenizer, reply: list[int], value: str) -> list[int]:
     """`reply` with every token outside the gold value's tokens set to -100 (ignored by the loss)."""
-    for pieces in (tokenizer.encode(" " + value, add_special_tokens=False), tokenizer.encode(value, add_special_tokens=False)):
+    for text in (" " + value, value):  # after a space (mid-sentence), else as written
+        pieces = tokenizer.encode(text, add_special_tokens=False)
         for start in range(len(reply) - len(pieces) + 1):
             if reply[start : start + len(pieces)] == pieces:
                 return [-100] * start + pieces + [-100] * (len(reply) - start - len(pieces))

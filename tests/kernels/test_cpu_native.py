@@ -147,8 +147,9 @@ def test_any_state_layout_is_read_as_its_values():
     g = torch.Generator().manual_seed(4)
     x, weight, bias = torch.randn(2, 16, generator=g), torch.randn(32, 16, generator=g), torch.randn(8, generator=g)
     state = torch.randn(2, 1, 8, 8, generator=g).transpose(2, 3)
-    for got, want in zip(op(x, weight, bias, state, None, 1, 8), op(x, weight, bias, state.contiguous(), None, 1, 8)):
-        assert torch.equal(got, want)
+    got, want = op(x, weight, bias, state, None, 1, 8), op(x, weight, bias, state.contiguous(), None, 1, 8)
+    for got_part, want_part in zip(got, want, strict=True):
+        assert torch.equal(got_part, want_part)
 
 
 @pytest.mark.parametrize("arch,heads", [("llama", 1), ("qwen3", 4), ("smollm3", 1)])
