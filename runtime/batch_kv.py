@@ -11,6 +11,7 @@ the next token) is kept apart from `length` (tokens cached) for contexts that dr
 from __future__ import annotations
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 
 class SequenceKV:
@@ -89,12 +90,10 @@ class BatchKV:
                 sequence.keys[layer_idx][:end].transpose(0, 1)[None],
                 sequence.values[layer_idx][:end].transpose(0, 1)[None],
             )
-        batch_keys = keys.new_zeros(len(self.sequences), self.kv_length, *keys.shape[2:])
-        batch_values = torch.zeros_like(batch_keys)
-        for b, (sequence, count) in enumerate(zip(self.sequences, self.new_tokens, strict=True)):
-            end = sequence.length + count
-            batch_keys[b, :end] = sequence.keys[layer_idx][:end]
-            batch_values[b, :end] = sequence.values[layer_idx][:end]
+        pairs = list(zip(self.sequences, self.new_tokens, strict=True))
+        # one padding op per tensor (zeros after each sequence's end), not a copy per sequence
+        batch_keys = pad_sequence([s.keys[layer_idx][: s.length + n] for s, n in pairs], batch_first=True)
+        batch_values = pad_sequence([s.values[layer_idx][: s.length + n] for s, n in pairs], batch_first=True)
         return batch_keys.transpose(1, 2), batch_values.transpose(1, 2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
