@@ -194,11 +194,7 @@ def decode_layer_fn(device: torch.device, dtype: torch.dtype):
     scale, heads, rank) → (new state, scale·reads·Wdqᵀ, scale·reads·Wdoᵀ): a layer's whole memory work in one
     call, where dispatch has one (the compiled CPU op, float32); else None, and callers run decode_step_fn and
     low_rank_correction."""
-    if dtype != torch.float32 or backend.native_decode_op(device, dtype) is None:
-        return None
-    from deltamem.kernels.decode_step import cpu_native
-
-    return cpu_native.op("decode_layer_cpu")
+    return _compiled_cpu_op(device, dtype, "decode_layer_cpu")
 
 
 def memory_scan_fn(device: torch.device, dtype: torch.dtype):
@@ -206,11 +202,16 @@ def memory_scan_fn(device: torch.device, dtype: torch.dtype):
     write_mask, heads, rank) → (reads [B, T, N, r], final state) doing projection and scan in one call, where
     dispatch has one (the compiled CPU op, float32); else None, and callers run memory_projection and
     delta_rule (its twin)."""
+    return _compiled_cpu_op(device, dtype, "scan_cpu")
+
+
+def _compiled_cpu_op(device: torch.device, dtype: torch.dtype, name: str):
+    """torch.ops.deltamem.<name> where dispatch uses the compiled CPU ops for this device and dtype, else None."""
     if dtype != torch.float32 or backend.native_decode_op(device, dtype) is None:
         return None
     from deltamem.kernels.decode_step import cpu_native
 
-    return cpu_native.op("scan_cpu")
+    return cpu_native.op(name)
 
 
 def memory_decode_step_torch(x, weight, beta_bias, state, heads: int, rank: int, write=None):

@@ -147,8 +147,9 @@ class MemoryModel(nn.Module):
         device, dtype = input_ids.device, self.adapters[0].beta_bias.dtype
         if write and message_ids is None and not torch.is_grad_enabled():
             if input_ids.shape[1] == 1:
-                run.decode_step = decode_step_fn(device, dtype)
                 run.decode_layer = decode_layer_fn(device, dtype)
+                if run.decode_layer is None:  # no compiled op here: the step kernel, corrections by addmm
+                    run.decode_step = decode_step_fn(device, dtype)
                 run.decode_mask = None if write_mask is None else write_mask[:, 0].contiguous()
             else:
                 run.scan = memory_scan_fn(device, dtype)

@@ -4,7 +4,7 @@ At batch 1 the PyTorch decode step is dispatch-bound (~15 small operations per l
 same math in one call per layer (decode_step_cpu, decode_layer_cpu), and scan_cpu does a pass over several tokens
 (prefill, memory writes) the same way. It is built on first use with torch.utils.cpp_extension into
 $DELTAMEM_CACHE_DIR/torch_extensions (rebuilt only when the source or torch changes) and loaded as
-torch.ops.deltamem.decode_step_cpu. Where it cannot be built (no compiler), `auto` dispatch falls back to the
+torch.ops.deltamem.* (`op(name)`). Where it cannot be built (no compiler), `auto` dispatch falls back to the
 PyTorch path with one warning; DELTAMEM_KERNELS=native makes that an error instead.
 """
 
