@@ -4,7 +4,8 @@
 
 - decode tokens/s of one session with δ-mem against the frozen backbone in the same engine (memory switched off);
 - aggregate decode tokens/s with 1, 4 and 8 concurrent sessions (continuous batching);
-- Hugging Face `generate` on the frozen backbone, batch 1, as an outside baseline;
+- Hugging Face `generate` on the frozen backbone, batch 1, as an outside baseline (a stock copy of the model:
+  PyTorch's own linears, not the engine's oneDNN ones);
 - ForkSession latency over gRPC on loopback (p50, p90) for sessions with 1k and 32k tokens of history.
 """
 
@@ -18,6 +19,7 @@ import time
 
 import torch
 
+from deltamem.runtime import cpu_linear
 from deltamem.runtime.backbone import load_model
 from deltamem.runtime.batch_engine import BatchEngine
 from deltamem.runtime.default_model import prepare_default_model
@@ -47,7 +49,10 @@ def decode_rate(engine: BatchEngine, sessions: int, new_tokens: int) -> float:
     return sum(done) / (time.perf_counter() - start)
 
 
-def hf_generate_rate(model, tokenizer, new_tokens: int) -> float:
+def hf_generate_rate(model_dir, tokenizer, new_tokens: int, device: str) -> float:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )["input_ids"].to(model.device)
@@ -98,7 +103,10 @@ def main() -> None:
     args = parser.parse_args()
     gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
     print(f"# machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}{gpu}")
-    loaded = load_model(prepare_default_model(default_cache_dir()), device=args.device)
+    if args.device == "cpu":
+        print(f"# backbone linears: {cpu_linear.ENV_VAR}={cpu_linear.requested()}")
+    model_dir = prepare_default_model(default_cache_dir())
+    loaded = load_model(model_dir, device=args.device)
     engine = BatchEngine(loaded, max_batch=8)
 
     runs: dict[bool, list[float]] = {False: [], True: []}
@@ -128,7 +136,7 @@ def main() -> None:
         print(f"{n} session(s): {rate:.2f} tok/s ({rate / rates[1]:.2f}x one session; runs {each})")
     print("target: 8 sessions >= 4x one")
 
-    hf = hf_generate_rate(loaded.model.backbone, loaded.tokenizer, args.new_tokens)
+    hf = hf_generate_rate(model_dir, loaded.tokenizer, args.new_tokens, args.device)
     print(f"\n## outside baseline: Hugging Face generate, frozen backbone, batch 1: {hf:.2f} tok/s")
     print(f"δ-mem engine, one session: {memory / hf:.2f}x HF generate; 8 sessions: {rates[8] / hf:.2f}x")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from deltamem.kernels import prepare_decode
+from deltamem.runtime import cpu_linear
 from deltamem.runtime.adapter import adapter_fingerprint, load_adapter_weights
 from deltamem.runtime.adapter_config import DeltaMemConfig
 from deltamem.runtime.memory_model import SUPPORTED_MODEL_TYPES, MemoryModel, UnsupportedBackbone
@@ -55,6 +56,7 @@ def load_model(
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedBackbone(f"{model_dir}: model_type {model_type!r} is not one of {SUPPORTED_MODEL_TYPES}")
     backbone = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    cpu_linear.install(backbone)  # before the adapter wraps q_proj / o_proj, so their plain forward is this one
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if adapter_dir is not None:
         config = DeltaMemConfig.load(Path(adapter_dir))

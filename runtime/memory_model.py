@@ -13,13 +13,22 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from deltamem.kernels import decode_layer_fn, decode_step_fn, delta_rule, memory_scan_fn
+from deltamem.runtime import cpu_linear
 from deltamem.runtime.adapter import DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "smollm3")
+PLAN_PARAMETERS = (
+    "memory_q_proj",
+    "memory_k_proj",
+    "memory_v_proj",
+    "beta_proj",
+    "beta_bias",
+    "delta_q_proj",
+    "delta_o_proj",
+)
 
 
 class UnsupportedBackbone(ValueError):
@@ -41,6 +50,7 @@ class _Pass:
     decode_mask: torch.Tensor | None = None  # decode passes: [B] rows that write (None: all of them)
     decode_layer: object | None = None  # decode passes on the compiled CPU path: step and corrections in one call
     corrections: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> Δo, made with the decode step
+    decode_plans: list | None = None  # with decode_layer: per layer (fused q weight, its bias, the op's arguments)
     scan: object | None = None  # token-write passes outside autograd on the compiled CPU path: projection + scan
     layer_states: tuple[torch.Tensor, ...] | None = None  # state split per layer, once per pass
 
@@ -81,6 +91,15 @@ class MemoryModel(nn.Module):
         # off: the hooks stay inert and states pass through unchanged, i.e. the frozen backbone in the same
         # engine (the baseline benchmarks compare against)
         self.memory_enabled = True
+        # the parameters a decode plan is built from: (module, parameter name)
+        self._plan_sources = [
+            (module, name)
+            for adapter, attn in zip(self.adapters, attentions, strict=True)
+            for module, names in ((adapter, PLAN_PARAMETERS), (attn.q_proj, ("weight", "bias")))
+            for name in names
+            if module._parameters.get(name) is not None
+        ]
+        self._plans: tuple[list, list] | None = None
         for index, attn in enumerate(attentions):
             attn.q_proj.forward = self._make_query_forward(index, attn.q_proj)
             attn.o_proj.forward = self._make_output_forward(index, attn.o_proj)
@@ -147,7 +166,10 @@ class MemoryModel(nn.Module):
         device, dtype = input_ids.device, self.adapters[0].beta_bias.dtype
         if write and message_ids is None and not torch.is_grad_enabled():
             if input_ids.shape[1] == 1:
-                run.decode_layer = decode_layer_fn(device, dtype)
+                if self.backbone.dtype == dtype:  # the op takes q_proj's GEMM output in the adapter's dtype
+                    run.decode_layer = decode_layer_fn(device, dtype)
+                if run.decode_layer is not None:
+                    run.decode_plans = self._decode_plans()
                 if run.decode_layer is None:  # no compiled op here: the step kernel, corrections by addmm
                     run.decode_step = decode_step_fn(device, dtype)
                 run.decode_mask = None if write_mask is None else write_mask[:, 0].contiguous()
@@ -180,6 +202,24 @@ class MemoryModel(nn.Module):
             logits=logits, state=new_state, past_key_values=cache if use_cache else None, gates=run.gates
         )
 
+    def _decode_plans(self) -> list[tuple]:
+        """Per layer, what the compiled decode op needs besides the token: (q_proj's weight extended by the memory
+        projection, its bias, the op's arguments). Reused while none of the parameters they come from changes
+        (version counters and storage, checked once per pass): looked up per layer it costs ~10 µs of Python a
+        layer mid-step, where the GEMMs have flushed the caches."""
+        tensors = [module._parameters[name] for module, name in self._plan_sources]
+        key = [t._version for t in tensors] + [t.data_ptr() for t in tensors]
+        if self._plans is None or self._plans[0] != key:
+            plans = []
+            for adapter, layer in zip(self.adapters, self.backbone.model.layers, strict=True):
+                query = layer.self_attn.q_proj
+                weight, bias = adapter.query_fused_weight(query)
+                corrections = (adapter.delta_q_proj.t().contiguous(), adapter.delta_o_proj.t().contiguous())
+                op_args = (query.out_features, adapter.beta_bias, *corrections)
+                plans.append((weight, bias, (*op_args, adapter.config.scale, *adapter.state_dims)))
+            self._plans = (key, plans)
+        return self._plans[1]
+
     def _make_query_forward(self, index: int, linear: nn.Linear):
         """q_proj's forward: the layer's memory work on the attention input (q_proj's input is exactly the
         hidden_states the attention block receives), then q_proj's output plus the query correction. A forward
@@ -195,14 +235,13 @@ class MemoryModel(nn.Module):
             if run.layer_states is None:
                 run.layer_states = run.state.unbind(1)
             layer_state = run.layer_states[index]
-            if run.decode_layer is not None:  # decode, compiled CPU path: the layer's memory work in one call
-                rows = x.reshape(x.shape[0], x.shape[-1])
-                weight = adapter.packed_projection_weight()
-                run.final[index], delta_q, run.corrections[index] = run.decode_layer(
-                    rows.to(weight.dtype), weight, adapter.beta_bias, layer_state, run.decode_mask,
-                    adapter.delta_q_proj, adapter.delta_o_proj, adapter.config.scale, *adapter.state_dims,
-                )  # fmt: skip
-                return linear_plus(linear, x, rows, delta_q)
+            if run.decode_layer is not None:  # decode, compiled CPU path: one GEMM, then the memory work in one call
+                weight, bias, op_args = run.decode_plans[index]
+                both = cpu_linear.linear(x.reshape(x.shape[0], x.shape[-1]), weight, bias)
+                run.final[index], run.corrections[index] = run.decode_layer(
+                    both, layer_state, run.decode_mask, *op_args
+                )
+                return both[:, : op_args[0]].unsqueeze(1)  # the query, corrected in place
             if run.decode_step is not None:
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
                 rows = x.reshape(x.shape[0], x.shape[-1])
@@ -266,15 +305,7 @@ class MemoryModel(nn.Module):
             if run is None:
                 return plain(x)
             if run.decode_layer is not None:  # computed with the decode step: add it
-                return linear_plus(linear, x, x.reshape(x.shape[0], x.shape[-1]), run.corrections[index])
+                return plain(x).add_(run.corrections[index].unsqueeze(1))
             return adapter.correct_output(plain(x), run.reads[index])
 
         return forward
-
-
-def linear_plus(linear: nn.Linear, x: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """linear(x) + delta for one decode token per row (x [B, 1, d], rows its [B, d] view, delta [B, out]):
-    one addmm where the types allow, else the projection and an add."""
-    if linear.bias is None and delta.dtype == x.dtype:
-        return torch.addmm(delta, rows, linear.weight.t()).view(x.shape[0], 1, -1)
-    return F.linear(x, linear.weight, linear.bias) + delta.view(x.shape[0], 1, -1).to(x.dtype)

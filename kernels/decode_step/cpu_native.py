@@ -64,6 +64,6 @@ def _build():
 
 
 def op(name: str):
-    """torch.ops.deltamem.<name> (decode_step_cpu, decode_layer_cpu, corrections_cpu or scan_cpu), from the one
+    """torch.ops.deltamem.<name> (decode_step_cpu, decode_layer_cpu or scan_cpu), from the one
     build of csrc/decode_step_cpu.cpp; None where that did not build."""
     return None if load() is None else getattr(torch.ops.deltamem, name)

@@ -43,38 +43,36 @@ def test_native_step_matches_the_references_and_leaves_the_input_state(batch, he
             assert torch.equal(new_state[row], state[row])
 
 
-def test_native_corrections_equal_the_addmm_corrections():
-    from deltamem.kernels import low_rank_correction
-
-    corrections = cpu_native.op("corrections_cpu")
-    g = torch.Generator().manual_seed(9)
-    reads, dq, do = torch.randn(3, 16, generator=g), torch.randn(40, 16, generator=g), torch.randn(24, 16, generator=g)
-    cq, co = corrections(reads, dq, do, 2.0)
-    torch.testing.assert_close(cq, low_rank_correction(torch.zeros(3, 40), reads, dq, 2.0), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(co, low_rank_correction(torch.zeros(3, 24), reads, do, 2.0), rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError, match="correction weights"):
-        corrections(reads, dq[:, :15], do, 2.0)
-
-
 @pytest.mark.parametrize("batch", [1, 4])
-def test_native_decode_layer_is_the_step_then_both_corrections(batch):
+def test_native_decode_layer_is_the_step_then_both_corrections_on_the_fused_gemm(batch):
+    """The op gets x·[Wq; Wmem]ᵀ: it must give the step of the references, add scale·reads·Wdqᵀ to the query
+    columns in place, and return scale·reads·Wdoᵀ."""
     from deltamem.kernels import decode_layer_fn, low_rank_correction
 
     layer = decode_layer_fn(torch.device("cpu"), torch.float32)
     assert decode_layer_fn(torch.device("cpu"), torch.bfloat16) is None
-    heads, rank, dim = 2, 8, 48
+    heads, rank, dim, q_width = 2, 8, 48, 40
     g = torch.Generator().manual_seed(batch)
     x, weight = torch.randn(batch, dim, generator=g), torch.randn(4 * heads * rank, dim, generator=g) / dim**0.5
+    wq = torch.randn(q_width, dim, generator=g)
     bias, state = torch.randn(heads * rank, generator=g), torch.randn(batch, heads, rank, rank, generator=g)
-    dq, do = torch.randn(40, heads * rank, generator=g), torch.randn(dim, heads * rank, generator=g)
+    dq, do = torch.randn(q_width, heads * rank, generator=g), torch.randn(dim, heads * rank, generator=g)
     write = torch.tensor([True, False, True, True][:batch])
     q, k, v, beta = memory_projection_naive(x, weight, bias, heads, rank)
     reads, want_state = delta_rule_token_naive(q, k, v, beta * write[:, None, None], state)
-    new_state, cq, co = layer(x, weight, bias, state, write, dq, do, 2.0, heads, rank)
+    both = x @ torch.cat([wq, weight]).t()
+    before = state.clone()
+    new_state, co = layer(both, state, write, q_width, bias, dq.t().contiguous(), do.t().contiguous(), 2.0, heads, rank)
     torch.testing.assert_close(new_state, want_state, rtol=1e-5, atol=1e-6)
+    assert torch.equal(state, before)
     flat = reads.flatten(1)
-    torch.testing.assert_close(cq, low_rank_correction(torch.zeros(batch, 40), flat, dq, 2.0), rtol=1e-5, atol=1e-5)
+    want_query = low_rank_correction(x @ wq.t(), flat, dq, 2.0)
+    torch.testing.assert_close(both[:, :q_width], want_query, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(co, low_rank_correction(torch.zeros(batch, dim), flat, do, 2.0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="correction weights"):
+        layer(both, state, write, q_width, bias, dq.t()[:15].contiguous(), do.t().contiguous(), 2.0, heads, rank)
+    with pytest.raises(RuntimeError, match="q_width"):
+        layer(both, state, write, q_width - 1, bias, dq.t().contiguous(), do.t().contiguous(), 2.0, heads, rank)
 
 
 SCAN_CASES = [

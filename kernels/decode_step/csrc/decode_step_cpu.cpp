@@ -2,7 +2,8 @@
 // the Python side sends other dtypes and every pass that needs gradients down the PyTorch path):
 // - decode_step_cpu: one token per sequence: projection, activations, read and write. At batch 1 the PyTorch
 //   path is ~15 tensor operations per layer whose dispatch costs far more than the ~18k multiply-adds they do.
-// - decode_layer_cpu: the same plus both low-rank corrections, so a decode layer's memory work is one call.
+// - decode_layer_cpu: a decode layer's memory work in one call, on the output of q_proj's GEMM extended by the
+//   memory projection's rows: the step and both low-rank corrections.
 // - scan_cpu: T tokens per sequence (prefill and memory writes): one GEMM for the projection, then the tokens in
 //   order. The state is r×r, so the sequential loop is a few hundred flops per token and beats the chunked
 //   PyTorch scan, whose cost is the dispatch of its many small operations.
@@ -123,38 +124,6 @@ std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at
   return {reads, new_state};
 }
 
-// Both low-rank corrections of a decode token from its reads: scale · reads · Wdqᵀ and scale · reads · Wdoᵀ, one
-// call instead of two small GEMMs (~9k multiply-adds per layer at batch 1).
-std::tuple<at::Tensor, at::Tensor> corrections_cpu(const at::Tensor& reads, const at::Tensor& delta_q,
-                                                   const at::Tensor& delta_o, double scale) {
-  TORCH_CHECK(reads.dim() == 2 && reads.scalar_type() == at::kFloat && reads.is_contiguous(),
-              "reads must be contiguous float32 [B, N*r]");
-  const int64_t batch = reads.size(0), width = reads.size(1);
-  for (const at::Tensor* weight : {&delta_q, &delta_o}) {
-    TORCH_CHECK(weight->dim() == 2 && weight->scalar_type() == at::kFloat && weight->is_contiguous() &&
-                    weight->size(1) == width,
-                "correction weights must be contiguous float32 [D, N*r]");
-  }
-  std::tuple<at::Tensor, at::Tensor> out{at::empty({batch, delta_q.size(0)}, reads.options()),
-                                         at::empty({batch, delta_o.size(0)}, reads.options())};
-  const float* m = reads.data_ptr<float>();
-  const float factor = static_cast<float>(scale);
-  for (auto [weight, result] : {std::pair{&delta_q, &std::get<0>(out)}, std::pair{&delta_o, &std::get<1>(out)}}) {
-    const float* w = weight->data_ptr<float>();
-    float* c = result->data_ptr<float>();
-    const int64_t rows = weight->size(0);
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t row = 0; row < rows; ++row) {
-        float acc = 0.f;
-        for (int64_t i = 0; i < width; ++i) acc += w[row * width + i] * m[b * width + i];
-        c[b * rows + row] = factor * acc;
-      }
-    }
-  }
-  return out;
-}
-
-
 // T tokens per sequence, in order: x [B, T, d] → (reads [B, T, N, r], final state [B, N, r, r]). `write` [B, T]
 // (optional) marks the tokens that write; the others read and leave the state as it is.
 std::tuple<at::Tensor, at::Tensor> scan_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& beta_bias,
@@ -188,15 +157,60 @@ std::tuple<at::Tensor, at::Tensor> scan_cpu(const at::Tensor& x, const at::Tenso
   return {reads, final_state};
 }
 
-// A decode layer's whole memory work: decode_step_cpu, then both corrections from its reads →
-// (new state, scale·reads·Wdqᵀ, scale·reads·Wdoᵀ).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_layer_cpu(
-    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& beta_bias, const at::Tensor& state,
-    const c10::optional<at::Tensor>& write, const at::Tensor& delta_q, const at::Tensor& delta_o, double scale,
-    int64_t heads, int64_t rank) {
-  auto [reads, new_state] = decode_step_cpu(x, weight, beta_bias, state, write, heads, rank);
-  auto [correction_q, correction_o] = corrections_cpu(reads.view({reads.size(0), heads * rank}), delta_q, delta_o, scale);
-  return {new_state, correction_q, correction_o};
+// out[j] += Σ_i coefficients[i] · rows[i][j] for rows [count, n] (row-major): axpys over contiguous rows, which
+// vectorise, where the same sum as n dot products of length count (= N·r, often 8) would not.
+void add_combination(float* out, const float* rows, const float* coefficients, int64_t count, int64_t n) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float c = coefficients[i];
+    const float* row = rows + i * n;
+    for (int64_t j = 0; j < n; ++j) out[j] += c * row[j];
+  }
+}
+
+// A decode layer's whole memory work, on the output of the one GEMM that gives each row its query and its memory
+// pre-activations: `both` [B, q_width + 4·N·r] = x·[Wq; Wmem]ᵀ. Runs the step on the pre-activations (activated in
+// place), adds the query correction scale·reads·Wdqᵀ to the query columns in place, and returns (new state,
+// output correction scale·reads·Wdoᵀ [B, D]). The correction weights come transposed: Wdqᵀ [N·r, q_width] and
+// Wdoᵀ [N·r, D]. Folding the projection into q_proj's GEMM spares a separate read of its weights, which at batch 1
+// come from DRAM each step (the backbone's weights stream through the caches).
+std::tuple<at::Tensor, at::Tensor> decode_layer_cpu(at::Tensor both, const at::Tensor& state,
+                                                    const c10::optional<at::Tensor>& write, int64_t q_width,
+                                                    const at::Tensor& beta_bias, const at::Tensor& delta_q_t,
+                                                    const at::Tensor& delta_o_t, double scale, int64_t heads,
+                                                    int64_t rank) {
+  const int64_t batch = both.size(0), width = heads * rank, columns = q_width + 4 * width;
+  TORCH_CHECK(both.dim() == 2 && both.scalar_type() == at::kFloat && both.is_contiguous() && both.size(1) == columns,
+              "both must be contiguous float32 [B, q_width + 4*N*r]");
+  TORCH_CHECK(beta_bias.scalar_type() == at::kFloat && beta_bias.is_contiguous() && beta_bias.numel() == width,
+              "beta_bias must be contiguous float32 [N*r]");
+  for (const at::Tensor* weight : {&delta_q_t, &delta_o_t}) {
+    TORCH_CHECK(weight->dim() == 2 && weight->scalar_type() == at::kFloat && weight->is_contiguous() &&
+                    weight->size(0) == width,
+                "transposed correction weights must be contiguous float32 [N*r, D]");
+  }
+  TORCH_CHECK(delta_q_t.size(1) == q_width, "the query correction must have q_width columns");
+  const bool* write_ptr = nullptr;
+  if (write.has_value()) {
+    TORCH_CHECK(write->scalar_type() == at::kBool && write->is_contiguous() && write->numel() == batch,
+                "write must be a contiguous bool [B]");
+    write_ptr = write->data_ptr<bool>();
+  }
+  at::Tensor new_state = copy_state(state, batch, heads, rank);
+  const int64_t out_width = delta_o_t.size(1);
+  at::Tensor correction_o = at::zeros({batch, out_width}, both.options());
+  const float factor = static_cast<float>(scale);
+  std::vector<float> reads(width);
+  for (int64_t b = 0; b < batch; ++b) {
+    float* row = both.data_ptr<float>() + b * columns;
+    const float writes = write_ptr == nullptr || write_ptr[b] ? 1.f : 0.f;
+    token_step(row + q_width, beta_bias.data_ptr<float>(), new_state.data_ptr<float>() + b * width * rank,
+               reads.data(), writes, heads, rank);
+    for (float& read : reads) read *= factor;
+    add_combination(row, delta_q_t.data_ptr<float>(), reads.data(), width, q_width);
+    add_combination(correction_o.data_ptr<float>() + b * out_width, delta_o_t.data_ptr<float>(), reads.data(), width,
+                    out_width);
+  }
+  return {new_state, correction_o};
 }
 
 }  // namespace
@@ -204,16 +218,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_layer_cpu(
 TORCH_LIBRARY(deltamem, m) {
   m.def("decode_step_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, "
         "int rank) -> (Tensor, Tensor)");
-  m.def("corrections_cpu(Tensor reads, Tensor delta_q, Tensor delta_o, float scale) -> (Tensor, Tensor)");
-  m.def("decode_layer_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, Tensor delta_q, "
-        "Tensor delta_o, float scale, int heads, int rank) -> (Tensor, Tensor, Tensor)");
+  m.def("decode_layer_cpu(Tensor(a!) both, Tensor state, Tensor? write, int q_width, Tensor beta_bias, "
+        "Tensor delta_q_t, Tensor delta_o_t, float scale, int heads, int rank) -> (Tensor, Tensor)");
   m.def("scan_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, int rank) -> "
         "(Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(deltamem, CPU, m) {
   m.impl("decode_step_cpu", &decode_step_cpu);
-  m.impl("corrections_cpu", &corrections_cpu);
   m.impl("decode_layer_cpu", &decode_layer_cpu);
   m.impl("scan_cpu", &scan_cpu);
 }
