@@ -237,11 +237,11 @@ class MemoryModel(nn.Module):
             layer_state = run.layer_states[index]
             if run.decode_layer is not None:  # decode, compiled CPU path: one GEMM, then the memory work in one call
                 weight, bias, op_args = run.decode_plans[index]
-                both = cpu_linear.linear(x.reshape(x.shape[0], x.shape[-1]), weight, bias)
+                both = cpu_linear.linear(x, weight, bias)  # [B, 1, q_out + 4·N·r]
                 run.final[index], run.corrections[index] = run.decode_layer(
                     both, layer_state, run.decode_mask, *op_args
                 )
-                return both[:, : op_args[0]].unsqueeze(1)  # the query, corrected in place
+                return both[..., : op_args[0]]  # the query, corrected in place
             if run.decode_step is not None:
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
                 rows = x.reshape(x.shape[0], x.shape[-1])
@@ -305,7 +305,10 @@ class MemoryModel(nn.Module):
             if run is None:
                 return plain(x)
             if run.decode_layer is not None:  # computed with the decode step: add it
-                return plain(x).add_(run.corrections[index].unsqueeze(1))
+                correction = run.corrections[index]  # [B, out]
+                if correction.shape[0] == 1 and linear.bias is None:  # one row: Δo rides in as the GEMM's bias
+                    return cpu_linear.linear(x, linear.weight, correction.view(-1))
+                return plain(x).add_(correction.unsqueeze(1))
             return adapter.correct_output(plain(x), run.reads[index])
 
         return forward

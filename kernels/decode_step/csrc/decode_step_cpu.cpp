@@ -168,7 +168,7 @@ void add_combination(float* out, const float* rows, const float* coefficients, i
 }
 
 // A decode layer's whole memory work, on the output of the one GEMM that gives each row its query and its memory
-// pre-activations: `both` [B, q_width + 4·N·r] = x·[Wq; Wmem]ᵀ. Runs the step on the pre-activations (activated in
+// pre-activations: `both` [B, (1,) q_width + 4·N·r] = x·[Wq; Wmem]ᵀ. Runs the step on the pre-activations (activated in
 // place), adds the query correction scale·reads·Wdqᵀ to the query columns in place, and returns (new state,
 // output correction scale·reads·Wdoᵀ [B, D]). The correction weights come transposed: Wdqᵀ [N·r, q_width] and
 // Wdoᵀ [N·r, D]. Folding the projection into q_proj's GEMM spares a separate read of its weights, which at batch 1
@@ -179,8 +179,9 @@ std::tuple<at::Tensor, at::Tensor> decode_layer_cpu(at::Tensor both, const at::T
                                                     const at::Tensor& delta_o_t, double scale, int64_t heads,
                                                     int64_t rank) {
   const int64_t batch = both.size(0), width = heads * rank, columns = q_width + 4 * width;
-  TORCH_CHECK(both.dim() == 2 && both.scalar_type() == at::kFloat && both.is_contiguous() && both.size(1) == columns,
-              "both must be contiguous float32 [B, q_width + 4*N*r]");
+  TORCH_CHECK((both.dim() == 2 || (both.dim() == 3 && both.size(1) == 1)) && both.scalar_type() == at::kFloat &&
+                  both.is_contiguous() && both.size(-1) == columns,
+              "both must be contiguous float32 [B, q_width + 4*N*r] or [B, 1, q_width + 4*N*r]");
   TORCH_CHECK(beta_bias.scalar_type() == at::kFloat && beta_bias.is_contiguous() && beta_bias.numel() == width,
               "beta_bias must be contiguous float32 [N*r]");
   for (const at::Tensor* weight : {&delta_q_t, &delta_o_t}) {
