@@ -16,19 +16,10 @@ from torch import nn
 
 from deltamem.kernels import decode_layer_fn, decode_step_fn, delta_rule, memory_scan_fn
 from deltamem.runtime import cpu_linear
-from deltamem.runtime.adapter import DeltaMemLayer
+from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES, DeltaMemLayer
 from deltamem.runtime.adapter_config import DeltaMemConfig
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "smollm3")
-PLAN_PARAMETERS = (
-    "memory_q_proj",
-    "memory_k_proj",
-    "memory_v_proj",
-    "beta_proj",
-    "beta_bias",
-    "delta_q_proj",
-    "delta_o_proj",
-)
 
 
 class UnsupportedBackbone(ValueError):
@@ -53,6 +44,7 @@ class _Pass:
     decode_plans: list | None = None  # with decode_layer: per layer (fused q weight, its bias, the op's arguments)
     scan: object | None = None  # token-write passes outside autograd on the compiled CPU path: projection + scan
     layer_states: tuple[torch.Tensor, ...] | None = None  # state split per layer, once per pass
+    updated: torch.Tensor | None = None  # with decode_layer: the pass's own copy of the state, updated in place
 
 
 @dataclass
@@ -91,11 +83,11 @@ class MemoryModel(nn.Module):
         # off: the hooks stay inert and states pass through unchanged, i.e. the frozen backbone in the same
         # engine (the baseline benchmarks compare against)
         self.memory_enabled = True
-        # the parameters a decode plan is built from: (module, parameter name)
+        # the parameters a decode plan is built from (all but the adapter's zero K/V heads): (module, name)
         self._plan_sources = [
             (module, name)
             for adapter, attn in zip(self.adapters, attentions, strict=True)
-            for module, names in ((adapter, PLAN_PARAMETERS), (attn.q_proj, ("weight", "bias")))
+            for module, names in ((adapter, TRAINABLE_PARAMETER_NAMES), (attn.q_proj, ("weight", "bias")))
             for name in names
             if module._parameters.get(name) is not None
         ]
@@ -168,8 +160,10 @@ class MemoryModel(nn.Module):
             if input_ids.shape[1] == 1:
                 if self.backbone.dtype == dtype:  # the op takes q_proj's GEMM output in the adapter's dtype
                     run.decode_layer = decode_layer_fn(device, dtype)
-                if run.decode_layer is not None:
+                if run.decode_layer is not None and self.memory_enabled:
                     run.decode_plans = self._decode_plans()
+                    run.updated = run.state.clone()  # one copy for all layers, which the op updates in place
+                    run.layer_states = run.updated.unbind(1)
                 if run.decode_layer is None:  # no compiled op here: the step kernel, corrections by addmm
                     run.decode_step = decode_step_fn(device, dtype)
                 run.decode_mask = None if write_mask is None else write_mask[:, 0].contiguous()
@@ -197,7 +191,12 @@ class MemoryModel(nn.Module):
                 cache = out.past_key_values
         finally:
             self._pass = None
-        new_state = torch.stack([run.final[i] for i in range(self.num_layers)], dim=1) if write else run.state
+        if not write:
+            new_state = run.state
+        elif run.updated is not None:
+            new_state = run.updated
+        else:
+            new_state = torch.stack([run.final[i] for i in range(self.num_layers)], dim=1)
         return MemoryOutput(
             logits=logits, state=new_state, past_key_values=cache if use_cache else None, gates=run.gates
         )
@@ -238,9 +237,7 @@ class MemoryModel(nn.Module):
             if run.decode_layer is not None:  # decode, compiled CPU path: one GEMM, then the memory work in one call
                 weight, bias, op_args = run.decode_plans[index]
                 both = cpu_linear.linear(x, weight, bias)  # [B, 1, q_out + 4·N·r]
-                run.final[index], run.corrections[index] = run.decode_layer(
-                    both, layer_state, run.decode_mask, *op_args
-                )
+                run.corrections[index] = run.decode_layer(both, layer_state, run.decode_mask, *op_args)
                 return both[..., : op_args[0]]  # the query, corrected in place
             if run.decode_step is not None:
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)

@@ -79,6 +79,14 @@ void check_projection(const at::Tensor& weight, const at::Tensor& beta_bias, int
               "beta_bias must be contiguous float32 [N*r]");
 }
 
+// The optional per-row write flags of a decode pass (nullptr: every row writes).
+const bool* row_write_flags(const c10::optional<at::Tensor>& write, int64_t batch) {
+  if (!write.has_value()) return nullptr;
+  TORCH_CHECK(write->scalar_type() == at::kBool && write->is_contiguous() && write->numel() == batch,
+              "write must be a contiguous bool [B]");
+  return write->data_ptr<bool>();
+}
+
 // The state [B, N, r, r] copied into a new contiguous tensor (the input is never written).
 at::Tensor copy_state(const at::Tensor& state, int64_t batch, int64_t heads, int64_t rank) {
   TORCH_CHECK(state.scalar_type() == at::kFloat && state.dim() == 4 && state.size(0) == batch &&
@@ -96,12 +104,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at
   const int64_t batch = x.size(0), dim = x.size(1), width = heads * rank;
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be contiguous float32 [B, d]");
   check_projection(weight, beta_bias, dim, width);
-  const bool* write_ptr = nullptr;
-  if (write.has_value()) {
-    TORCH_CHECK(write->scalar_type() == at::kBool && write->is_contiguous() && write->numel() == batch,
-                "write must be a contiguous bool [B]");
-    write_ptr = write->data_ptr<bool>();
-  }
+  const bool* write_ptr = row_write_flags(write, batch);
   at::Tensor new_state = copy_state(state, batch, heads, rank);
   at::Tensor reads = at::empty({batch, heads, rank}, x.options());
   // the projection: for a few rows plain dot products on this thread (a BLAS call may wake its thread pool,
@@ -168,20 +171,23 @@ void add_combination(float* out, const float* rows, const float* coefficients, i
 }
 
 // A decode layer's whole memory work, on the output of the one GEMM that gives each row its query and its memory
-// pre-activations: `both` [B, (1,) q_width + 4·N·r] = x·[Wq; Wmem]ᵀ. Runs the step on the pre-activations (activated in
-// place), adds the query correction scale·reads·Wdqᵀ to the query columns in place, and returns (new state,
-// output correction scale·reads·Wdoᵀ [B, D]). The correction weights come transposed: Wdqᵀ [N·r, q_width] and
-// Wdoᵀ [N·r, D]. Folding the projection into q_proj's GEMM spares a separate read of its weights, which at batch 1
-// come from DRAM each step (the backbone's weights stream through the caches).
-std::tuple<at::Tensor, at::Tensor> decode_layer_cpu(at::Tensor both, const at::Tensor& state,
-                                                    const c10::optional<at::Tensor>& write, int64_t q_width,
-                                                    const at::Tensor& beta_bias, const at::Tensor& delta_q_t,
-                                                    const at::Tensor& delta_o_t, double scale, int64_t heads,
-                                                    int64_t rank) {
+// pre-activations: `both` [B, (1,) q_width + 4·N·r] = x·[Wq; Wmem]ᵀ. Runs the step on the pre-activations (activated
+// in place) and on `state` [B, N, r, r] (updated in place: the caller passes its own copy; rows need not be adjacent,
+// so a layer's slice of a [B, L, N, r, r] pass state will do), adds the query correction scale·reads·Wdqᵀ to the
+// query columns in place, and returns the output correction scale·reads·Wdoᵀ [B, D]. The correction weights come
+// transposed: Wdqᵀ [N·r, q_width] and Wdoᵀ [N·r, D]. Folding the projection into q_proj's GEMM spares a separate
+// read of its weights, which at batch 1 come from DRAM each step (the backbone's weights stream through the caches).
+at::Tensor decode_layer_cpu(at::Tensor both, at::Tensor state, const c10::optional<at::Tensor>& write, int64_t q_width,
+                            const at::Tensor& beta_bias, const at::Tensor& delta_q_t, const at::Tensor& delta_o_t,
+                            double scale, int64_t heads, int64_t rank) {
   const int64_t batch = both.size(0), width = heads * rank, columns = q_width + 4 * width;
   TORCH_CHECK((both.dim() == 2 || (both.dim() == 3 && both.size(1) == 1)) && both.scalar_type() == at::kFloat &&
                   both.is_contiguous() && both.size(-1) == columns,
               "both must be contiguous float32 [B, q_width + 4*N*r] or [B, 1, q_width + 4*N*r]");
+  TORCH_CHECK(state.scalar_type() == at::kFloat && state.dim() == 4 && state.size(0) == batch &&
+                  state.size(1) == heads && state.size(2) == rank && state.size(3) == rank && state.stride(3) == 1 &&
+                  state.stride(2) == rank && state.stride(1) == rank * rank,
+              "state must be float32 [B, N, r, r], each row's N r×r blocks contiguous");
   TORCH_CHECK(beta_bias.scalar_type() == at::kFloat && beta_bias.is_contiguous() && beta_bias.numel() == width,
               "beta_bias must be contiguous float32 [N*r]");
   for (const at::Tensor* weight : {&delta_q_t, &delta_o_t}) {
@@ -190,28 +196,24 @@ std::tuple<at::Tensor, at::Tensor> decode_layer_cpu(at::Tensor both, const at::T
                 "transposed correction weights must be contiguous float32 [N*r, D]");
   }
   TORCH_CHECK(delta_q_t.size(1) == q_width, "the query correction must have q_width columns");
-  const bool* write_ptr = nullptr;
-  if (write.has_value()) {
-    TORCH_CHECK(write->scalar_type() == at::kBool && write->is_contiguous() && write->numel() == batch,
-                "write must be a contiguous bool [B]");
-    write_ptr = write->data_ptr<bool>();
-  }
-  at::Tensor new_state = copy_state(state, batch, heads, rank);
+  const bool* write_ptr = row_write_flags(write, batch);
   const int64_t out_width = delta_o_t.size(1);
-  at::Tensor correction_o = at::zeros({batch, out_width}, both.options());
+  at::Tensor correction_o = at::empty({batch, out_width}, both.options());
   const float factor = static_cast<float>(scale);
+  float* states = state.data_ptr<float>();
   std::vector<float> reads(width);
   for (int64_t b = 0; b < batch; ++b) {
     float* row = both.data_ptr<float>() + b * columns;
     const float writes = write_ptr == nullptr || write_ptr[b] ? 1.f : 0.f;
-    token_step(row + q_width, beta_bias.data_ptr<float>(), new_state.data_ptr<float>() + b * width * rank,
-               reads.data(), writes, heads, rank);
+    token_step(row + q_width, beta_bias.data_ptr<float>(), states + b * state.stride(0), reads.data(), writes, heads,
+               rank);
     for (float& read : reads) read *= factor;
     add_combination(row, delta_q_t.data_ptr<float>(), reads.data(), width, q_width);
-    add_combination(correction_o.data_ptr<float>() + b * out_width, delta_o_t.data_ptr<float>(), reads.data(), width,
-                    out_width);
+    float* out = correction_o.data_ptr<float>() + b * out_width;
+    std::fill_n(out, out_width, 0.f);
+    add_combination(out, delta_o_t.data_ptr<float>(), reads.data(), width, out_width);
   }
-  return {new_state, correction_o};
+  return correction_o;
 }
 
 }  // namespace
@@ -219,8 +221,8 @@ std::tuple<at::Tensor, at::Tensor> decode_layer_cpu(at::Tensor both, const at::T
 TORCH_LIBRARY(deltamem, m) {
   m.def("decode_step_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, "
         "int rank) -> (Tensor, Tensor)");
-  m.def("decode_layer_cpu(Tensor(a!) both, Tensor state, Tensor? write, int q_width, Tensor beta_bias, "
-        "Tensor delta_q_t, Tensor delta_o_t, float scale, int heads, int rank) -> (Tensor, Tensor)");
+  m.def("decode_layer_cpu(Tensor(a!) both, Tensor(b!) state, Tensor? write, int q_width, Tensor beta_bias, "
+        "Tensor delta_q_t, Tensor delta_o_t, float scale, int heads, int rank) -> Tensor");
   m.def("scan_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, int rank) -> "
         "(Tensor, Tensor)");
 }
