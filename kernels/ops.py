@@ -191,10 +191,10 @@ def decode_step_fn(device: torch.device, dtype: torch.dtype):
 
 def decode_layer_fn(device: torch.device, dtype: torch.dtype):
     """For decode passes: a function (both [B, (1,) Dq + 4·N·r] = x·[Wq; Wmem]ᵀ, state [B, N, r, r], write, Dq,
-    beta_bias, Wdqᵀ [N·r, Dq], Wdoᵀ [N·r, Do], scale, heads, rank) → scale·reads·Wdoᵀ that also updates `state`
-    in place and adds scale·reads·Wdqᵀ to both[..., :Dq] in place: a layer's whole memory work in one call after
-    one GEMM, where dispatch has one (the compiled CPU op, float32); else None, and callers run decode_step_fn and
-    low_rank_correction."""
+    beta_bias, Wdqᵀ [N·r, Dq], Wdoᵀ [N·r, Do], scale, heads, rank) → scale·reads·Wdoᵀ [B, 1, Do] that also
+    updates `state` in place and adds scale·reads·Wdqᵀ to both[..., :Dq] in place: a layer's whole memory work in
+    one call after one GEMM, where dispatch has one (the compiled CPU op, float32); else None, and callers run
+    decode_step_fn and low_rank_correction."""
     return _compiled_cpu_op(device, dtype, "decode_layer_cpu")
 
 

@@ -38,6 +38,12 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def onednn_for_inference() -> bool:
+    """Whether float32 CPU GEMMs outside autograd go to oneDNN (the compiled decode op asks, to run its own GEMM
+    the same way)."""
+    return requested() == "onednn" and onednn_available()
+
+
 def _uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
@@ -45,7 +51,7 @@ def _uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     ):
         return False
-    return requested() == "onednn" and onednn_available()
+    return onednn_for_inference()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

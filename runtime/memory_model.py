@@ -209,13 +209,13 @@ class MemoryModel(nn.Module):
         tensors = [module._parameters[name] for module, name in self._plan_sources]
         key = [t._version for t in tensors] + [t.data_ptr() for t in tensors]
         if self._plans is None or self._plans[0] != key:
-            plans = []
+            plans, onednn = [], cpu_linear.onednn_for_inference()
             for adapter, layer in zip(self.adapters, self.backbone.model.layers, strict=True):
                 query = layer.self_attn.q_proj
                 weight, bias = adapter.query_fused_weight(query)
                 corrections = (adapter.delta_q_proj.t().contiguous(), adapter.delta_o_proj.t().contiguous())
-                op_args = (query.out_features, adapter.beta_bias, *corrections)
-                plans.append((weight, bias, (*op_args, adapter.config.scale, *adapter.state_dims)))
+                op_args = (query.out_features, adapter.beta_bias, *corrections, adapter.config.scale)
+                plans.append((weight, bias, (*op_args, *adapter.state_dims, onednn)))
             self._plans = (key, plans)
         return self._plans[1]
 
@@ -236,9 +236,10 @@ class MemoryModel(nn.Module):
             layer_state = run.layer_states[index]
             if run.decode_layer is not None:  # decode, compiled CPU path: one GEMM, then the memory work in one call
                 weight, bias, op_args = run.decode_plans[index]
-                both = cpu_linear.linear(x, weight, bias)  # [B, 1, q_out + 4·N·r]
-                run.corrections[index] = run.decode_layer(both, layer_state, run.decode_mask, *op_args)
-                return both[..., : op_args[0]]  # the query, corrected in place
+                query, run.corrections[index] = run.decode_layer(
+                    x, weight, bias, layer_state, run.decode_mask, *op_args
+                )
+                return query
             if run.decode_step is not None:
                 # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
                 rows = x.reshape(x.shape[0], x.shape[-1])
@@ -301,11 +302,8 @@ class MemoryModel(nn.Module):
             run = self._pass
             if run is None:
                 return plain(x)
-            if run.decode_layer is not None:  # computed with the decode step: add it
-                correction = run.corrections[index]  # [B, out]
-                if correction.shape[0] == 1 and linear.bias is None:  # one row: Δo rides in as the GEMM's bias
-                    return cpu_linear.linear(x, linear.weight, correction.view(-1))
-                return plain(x).add_(correction.unsqueeze(1))
+            if run.decode_layer is not None:  # computed with the decode step ([B, 1, out]): add it
+                return plain(x).add_(run.corrections[index])  # (as the GEMM's bias it measured slower)
             return adapter.correct_output(plain(x), run.reads[index])
 
         return forward

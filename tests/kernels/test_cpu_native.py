@@ -44,50 +44,46 @@ def test_native_step_matches_the_references_and_leaves_the_input_state(batch, he
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_native_decode_layer_is_the_step_then_both_corrections_on_the_fused_gemm(batch):
-    """The op gets x·[Wq; Wmem]ᵀ and a layer's slice of a pass state: it must update that slice as the references
-    do (and nothing else), add scale·reads·Wdqᵀ to the query columns in place, and return scale·reads·Wdoᵀ."""
+@pytest.mark.parametrize("onednn", [False, True])
+def test_native_decode_layer_is_the_gemm_the_step_and_both_corrections(batch, onednn):
+    """The op gets x, [Wq; Wmem] (and q_proj's bias zero-padded) and a layer's slice of a pass state: it must update
+    that slice as the references do (and nothing else), return the query x·Wqᵀ + b + scale·reads·Wdqᵀ and
+    scale·reads·Wdoᵀ, through either GEMM."""
     from deltamem.kernels import decode_layer_fn, low_rank_correction
+    from deltamem.runtime import cpu_linear
 
+    if onednn and not cpu_linear.onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN")
     layer = decode_layer_fn(torch.device("cpu"), torch.float32)
     assert decode_layer_fn(torch.device("cpu"), torch.bfloat16) is None
     heads, rank, dim, q_width = 2, 8, 48, 40
     g = torch.Generator().manual_seed(batch)
-    x, weight = torch.randn(batch, dim, generator=g), torch.randn(4 * heads * rank, dim, generator=g) / dim**0.5
-    wq = torch.randn(q_width, dim, generator=g)
+    x, weight = torch.randn(batch, 1, dim, generator=g), torch.randn(4 * heads * rank, dim, generator=g) / dim**0.5
+    wq, q_bias = torch.randn(q_width, dim, generator=g), torch.randn(q_width, generator=g)
     bias, layers = torch.randn(heads * rank, generator=g), torch.randn(batch, 3, heads, rank, rank, generator=g)
     dq, do = torch.randn(q_width, heads * rank, generator=g), torch.randn(dim, heads * rank, generator=g)
     write = torch.tensor([True, False, True, True][:batch])
-    q, k, v, beta = memory_projection_naive(x, weight, bias, heads, rank)
+    q, k, v, beta = memory_projection_naive(x[:, 0], weight, bias, heads, rank)
     reads, want_state = delta_rule_token_naive(q, k, v, beta * write[:, None, None], layers[:, 1])
-    both = (x @ torch.cat([wq, weight]).t())[:, None]  # [B, 1, q_width + 4·N·r], as the model passes it
+    fused, fused_bias = torch.cat([wq, weight]), torch.cat([q_bias, torch.zeros(4 * heads * rank)])
+    corrections = (dq.t().contiguous(), do.t().contiguous(), 2.0, heads, rank, onednn)
     before = layers.clone()
-    co = layer(both, layers[:, 1], write, q_width, bias, dq.t().contiguous(), do.t().contiguous(), 2.0, heads, rank)
+    query, co = layer(x, fused, fused_bias, layers[:, 1], write, q_width, bias, *corrections)
     torch.testing.assert_close(layers[:, 1], want_state, rtol=1e-5, atol=1e-6)
     assert torch.equal(layers[:, 0], before[:, 0]) and torch.equal(layers[:, 2], before[:, 2])
     assert torch.equal(layers[1:2, 1], before[1:2, 1])  # the row that does not write keeps its state exactly
     flat = reads.flatten(1)
-    want_query = low_rank_correction(x @ wq.t(), flat, dq, 2.0)
-    torch.testing.assert_close(both[:, 0, :q_width], want_query, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(co, low_rank_correction(torch.zeros(batch, dim), flat, do, 2.0), rtol=1e-5, atol=1e-5)
+    want_query = low_rank_correction(x[:, 0] @ wq.t() + q_bias, flat, dq, 2.0)
+    torch.testing.assert_close(query, want_query[:, None], rtol=1e-5, atol=1e-5)
+    want_o = low_rank_correction(torch.zeros(batch, dim), flat, do, 2.0)
+    torch.testing.assert_close(co, want_o[:, None], rtol=1e-5, atol=1e-5)
     state = layers[:, 1].contiguous()
     with pytest.raises(RuntimeError, match="correction weights"):
-        layer(both, state, write, q_width, bias, dq.t()[:15].contiguous(), do.t().contiguous(), 2.0, heads, rank)
-    with pytest.raises(RuntimeError, match="q_width"):
-        layer(both, state, write, q_width - 1, bias, dq.t().contiguous(), do.t().contiguous(), 2.0, heads, rank)
+        layer(x, fused, None, state, write, q_width, bias, dq.t()[:15].contiguous(), *corrections[1:])
+    with pytest.raises(RuntimeError, match="weight must be"):
+        layer(x, fused, None, state, write, q_width - 1, bias, *corrections)
     with pytest.raises(RuntimeError, match="blocks contiguous"):
-        layer(
-            both,
-            state.transpose(2, 3),
-            write,
-            q_width,
-            bias,
-            dq.t().contiguous(),
-            do.t().contiguous(),
-            2.0,
-            heads,
-            rank,
-        )
+        layer(x, fused, None, state.transpose(2, 3), write, q_width, bias, *corrections)
 
 
 SCAN_CASES = [

@@ -2,13 +2,14 @@
 // the Python side sends other dtypes and every pass that needs gradients down the PyTorch path):
 // - decode_step_cpu: one token per sequence: projection, activations, read and write. At batch 1 the PyTorch
 //   path is ~15 tensor operations per layer whose dispatch costs far more than the ~18k multiply-adds they do.
-// - decode_layer_cpu: a decode layer's memory work in one call, on the output of q_proj's GEMM extended by the
-//   memory projection's rows: the step and both low-rank corrections.
+// - decode_layer_cpu: a decode layer's memory work in one call: q_proj's GEMM extended by the memory projection's
+//   rows, the step and both low-rank corrections.
 // - scan_cpu: T tokens per sequence (prefill and memory writes): one GEMM for the projection, then the tokens in
 //   order. The state is r×r, so the sequential loop is a few hundred flops per token and beats the chunked
 //   PyTorch scan, whose cost is the dispatch of its many small operations.
 // Registered as torch.ops.deltamem.*.
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -170,35 +171,52 @@ void add_combination(float* out, const float* rows, const float* coefficients, i
   }
 }
 
-// A decode layer's whole memory work, on the output of the one GEMM that gives each row its query and its memory
-// pre-activations: `both` [B, (1,) q_width + 4·N·r] = x·[Wq; Wmem]ᵀ. Runs the step on the pre-activations (activated
-// in place) and on `state` [B, N, r, r] (updated in place: the caller passes its own copy; rows need not be adjacent,
-// so a layer's slice of a [B, L, N, r, r] pass state will do), adds the query correction scale·reads·Wdqᵀ to the
-// query columns in place, and returns the output correction scale·reads·Wdoᵀ [B, D]. The correction weights come
-// transposed: Wdqᵀ [N·r, q_width] and Wdoᵀ [N·r, D]. Folding the projection into q_proj's GEMM spares a separate
-// read of its weights, which at batch 1 come from DRAM each step (the backbone's weights stream through the caches).
-at::Tensor decode_layer_cpu(at::Tensor both, at::Tensor state, const c10::optional<at::Tensor>& write, int64_t q_width,
-                            const at::Tensor& beta_bias, const at::Tensor& delta_q_t, const at::Tensor& delta_o_t,
-                            double scale, int64_t heads, int64_t rank) {
-  const int64_t batch = both.size(0), width = heads * rank, columns = q_width + 4 * width;
-  TORCH_CHECK((both.dim() == 2 || (both.dim() == 3 && both.size(1) == 1)) && both.scalar_type() == at::kFloat &&
-                  both.is_contiguous() && both.size(-1) == columns,
-              "both must be contiguous float32 [B, q_width + 4*N*r] or [B, 1, q_width + 4*N*r]");
+// x·Wᵀ (+ bias) through oneDNN's GEMM (the op the backbone's linears use, runtime/cpu_linear.py) or ATen's linear.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias, bool onednn) {
+  if (!onednn) return at::linear(x, weight, bias);
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  std::vector<c10::IValue> stack{x, weight, bias, std::string("none"), c10::List<c10::optional<at::Scalar>>(),
+                                 std::string("")};
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
+// A decode layer's whole memory work in one call, GEMM included. `weight` is q_proj's extended by the memory
+// projection's rows, [Wq; Wmem] [q_width + 4·N·r, d] (and `bias` q_proj's, zero-padded), so one GEMM gives each row
+// of x [B, 1, d] its query and its memory pre-activations; folding the projection in spares a separate read of its
+// weights, which at batch 1 come from DRAM each step (the backbone's weights stream through the caches). Then the
+// step runs on `state` [B, N, r, r] (updated in place: the caller passes its own copy; rows need not be adjacent, so
+// a layer's slice of a [B, L, N, r, r] pass state will do), the query correction scale·reads·Wdqᵀ is added to the
+// query, and the call returns (query [B, 1, q_width], output correction scale·reads·Wdoᵀ [B, 1, D], shaped like
+// o_proj's output). The correction weights come transposed: Wdqᵀ [N·r, q_width] and Wdoᵀ [N·r, D]. One call rather
+// than a GEMM, this and a slice from Python: each call mid-step costs microseconds of cold dispatch.
+std::tuple<at::Tensor, at::Tensor> decode_layer_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                    const c10::optional<at::Tensor>& bias, at::Tensor state,
+                                                    const c10::optional<at::Tensor>& write, int64_t q_width,
+                                                    const at::Tensor& beta_bias, const at::Tensor& delta_q_t,
+                                                    const at::Tensor& delta_o_t, double scale, int64_t heads,
+                                                    int64_t rank, bool onednn) {
+  const int64_t batch = x.size(0), width = heads * rank, columns = q_width + 4 * width;
+  TORCH_CHECK(x.dim() == 3 && x.size(1) == 1 && x.scalar_type() == at::kFloat, "x must be float32 [B, 1, d]");
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kFloat && weight.size(0) == columns &&
+                  weight.size(1) == x.size(2),
+              "weight must be float32 [q_width + 4*N*r, d]");
   TORCH_CHECK(state.scalar_type() == at::kFloat && state.dim() == 4 && state.size(0) == batch &&
                   state.size(1) == heads && state.size(2) == rank && state.size(3) == rank && state.stride(3) == 1 &&
                   state.stride(2) == rank && state.stride(1) == rank * rank,
               "state must be float32 [B, N, r, r], each row's N r×r blocks contiguous");
   TORCH_CHECK(beta_bias.scalar_type() == at::kFloat && beta_bias.is_contiguous() && beta_bias.numel() == width,
               "beta_bias must be contiguous float32 [N*r]");
-  for (const at::Tensor* weight : {&delta_q_t, &delta_o_t}) {
-    TORCH_CHECK(weight->dim() == 2 && weight->scalar_type() == at::kFloat && weight->is_contiguous() &&
-                    weight->size(0) == width,
+  for (const at::Tensor* correction : {&delta_q_t, &delta_o_t}) {
+    TORCH_CHECK(correction->dim() == 2 && correction->scalar_type() == at::kFloat && correction->is_contiguous() &&
+                    correction->size(0) == width,
                 "transposed correction weights must be contiguous float32 [N*r, D]");
   }
   TORCH_CHECK(delta_q_t.size(1) == q_width, "the query correction must have q_width columns");
   const bool* write_ptr = row_write_flags(write, batch);
+  at::Tensor both = linear(x, weight, bias, onednn).contiguous();  // [B, 1, q_width + 4·N·r]
   const int64_t out_width = delta_o_t.size(1);
-  at::Tensor correction_o = at::empty({batch, out_width}, both.options());
+  at::Tensor correction_o = at::empty({batch, 1, out_width}, x.options());
   const float factor = static_cast<float>(scale);
   float* states = state.data_ptr<float>();
   std::vector<float> reads(width);
@@ -213,7 +231,7 @@ at::Tensor decode_layer_cpu(at::Tensor both, at::Tensor state, const c10::option
     std::fill_n(out, out_width, 0.f);
     add_combination(out, delta_o_t.data_ptr<float>(), reads.data(), width, out_width);
   }
-  return correction_o;
+  return {both.narrow(2, 0, q_width), correction_o};
 }
 
 }  // namespace
@@ -221,8 +239,9 @@ at::Tensor decode_layer_cpu(at::Tensor both, at::Tensor state, const c10::option
 TORCH_LIBRARY(deltamem, m) {
   m.def("decode_step_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, "
         "int rank) -> (Tensor, Tensor)");
-  m.def("decode_layer_cpu(Tensor(a!) both, Tensor(b!) state, Tensor? write, int q_width, Tensor beta_bias, "
-        "Tensor delta_q_t, Tensor delta_o_t, float scale, int heads, int rank) -> Tensor");
+  m.def("decode_layer_cpu(Tensor x, Tensor weight, Tensor? bias, Tensor(a!) state, Tensor? write, int q_width, "
+        "Tensor beta_bias, Tensor delta_q_t, Tensor delta_o_t, float scale, int heads, int rank, bool onednn) -> "
+        "(Tensor, Tensor)");
   m.def("scan_cpu(Tensor x, Tensor weight, Tensor beta_bias, Tensor state, Tensor? write, int heads, int rank) -> "
         "(Tensor, Tensor)");
 }
