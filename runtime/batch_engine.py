@@ -6,6 +6,12 @@ request's memory lives in a slot of the state pool ([max_batch, layers, heads, r
 the slots, the fused kernels update every sequence's state, and the slots are written back. Sessions that are
 not running hold no slot: their memory is the committed state in the session manager.
 
+Keep the loop thread the only long-lived thread that runs model work: with libgomp (PyTorch's OpenMP), a second
+thread that ran a parallel region keeps its worker pool, threads then outnumber cores, its workers' spin-waits are
+throttled, and oneDNN's GEMMs in the loop thread slow by about a quarter for the life of the process
+(bench/openmp_threads.py: one forward on the main thread leaves the engine at 0.72x its tokens/s; one on a thread
+that ends leaves no pool behind and costs nothing).
+
 It implements the same `write` / `generate` interface as the sequential `Engine` (its obviously correct twin,
 which the tests compare it with); the caller still commits a returned state only when the whole call succeeded,
 and closing a generation early cancels it at the next step.
