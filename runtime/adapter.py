@@ -88,16 +88,10 @@ class DeltaMemLayer(nn.Module):
     def query_fused_weight(self, query: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(weight, bias) of q_proj extended by the packed memory projection: [q_out + 4 * N * r, d], the bias (if
         q_proj has one) zero-padded, so one GEMM gives a decode token its query and its memory pre-activations.
-        Built outside autograd only, cached like the packed weight; it holds a copy of q_proj's weight."""
-        packed = self.packed_projection_weight()
-        weight, bias = query.weight, query.bias
-        key = (packed, weight._version, weight.data_ptr(), None if bias is None else (bias._version, bias.data_ptr()))
-        cached = self.__dict__.get("_query_fused")
-        if cached is None or cached[0][0] is not packed or cached[0][1:] != key[1:]:
-            fused_bias = None if bias is None else torch.cat([bias, bias.new_zeros(packed.shape[0])])
-            cached = (key, torch.cat([weight, packed.to(weight.dtype)]), fused_bias)
-            self.__dict__["_query_fused"] = cached
-        return cached[1], cached[2]
+        A copy of q_proj's weight: built once by the model's decode plans, which keep it while nothing changes."""
+        packed = self.packed_projection_weight().to(query.weight.dtype)
+        bias = None if query.bias is None else torch.cat([query.bias, query.bias.new_zeros(packed.shape[0])])
+        return torch.cat([query.weight, packed]), bias
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [B, T, d] → q, k, v, beta, each [B, T, N, r] in fp32."""

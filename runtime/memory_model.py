@@ -39,7 +39,7 @@ class _Pass:
     gates: list[torch.Tensor] | None = None  # the write gates (beta) of every layer, when asked for (training)
     decode_step: object | None = None  # decode passes: the step implementation, resolved once for all layers
     decode_mask: torch.Tensor | None = None  # decode passes: [B] rows that write (None: all of them)
-    decode_layer: object | None = None  # decode passes on the compiled CPU path: step and corrections in one call
+    decode_layer: object | None = None  # decode passes on the compiled CPU path: q GEMM, step, corrections in one call
     corrections: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> Δo, made with the decode step
     decode_plans: list | None = None  # with decode_layer: per layer (fused q weight, its bias, the op's arguments)
     scan: object | None = None  # token-write passes outside autograd on the compiled CPU path: projection + scan
@@ -234,7 +234,7 @@ class MemoryModel(nn.Module):
             if run.layer_states is None:
                 run.layer_states = run.state.unbind(1)
             layer_state = run.layer_states[index]
-            if run.decode_layer is not None:  # decode, compiled CPU path: one GEMM, then the memory work in one call
+            if run.decode_layer is not None:  # decode, compiled CPU path: GEMM, step and corrections in one call
                 weight, bias, op_args = run.decode_plans[index]
                 query, run.corrections[index] = run.decode_layer(
                     x, weight, bias, layer_state, run.decode_mask, *op_args
