@@ -5,10 +5,10 @@ Public functions check their inputs, then dispatch to Triton on CUDA and to PyTo
 on a state pool), `delta_rule_decode` (the same step, functional), `memory_decode_step` (projection and step
 together: one fused Triton kernel on CUDA, one compiled op on the CPU) and `memory_projection` (q, k, v and gate
 with their activations); `low_rank_correction` is one addmm everywhere. For inference passes on the CPU,
-`decode_layer_fn` (a decode layer's step and both corrections, on the output of q_proj's GEMM extended by the
-memory projection) and `memory_scan_fn` (projection and scan of several
-tokens) return the compiled one-call ops. The `*_naive` functions are the oracles; `delta_rule_chunked` is the
-differentiable CPU path; `prepare_decode` builds the compiled CPU ops ahead of the first request.
+`decode_layer_fn` (a decode layer's q_proj GEMM extended by the memory projection, step and both corrections)
+and `memory_scan_fn` (projection and scan of several tokens) return the compiled one-call ops. The `*_naive`
+functions are the oracles; `delta_rule_chunked` is the differentiable CPU path; `prepare_decode` builds the
+compiled CPU ops ahead of the first request.
 """
 
 from deltamem.kernels.decode_step import delta_rule_step_naive, delta_rule_token_naive

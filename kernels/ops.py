@@ -190,11 +190,12 @@ def decode_step_fn(device: torch.device, dtype: torch.dtype):
 
 
 def decode_layer_fn(device: torch.device, dtype: torch.dtype):
-    """For decode passes: a function (both [B, (1,) Dq + 4·N·r] = x·[Wq; Wmem]ᵀ, state [B, N, r, r], write, Dq,
-    beta_bias, Wdqᵀ [N·r, Dq], Wdoᵀ [N·r, Do], scale, heads, rank) → scale·reads·Wdoᵀ [B, 1, Do] that also
-    updates `state` in place and adds scale·reads·Wdqᵀ to both[..., :Dq] in place: a layer's whole memory work in
-    one call after one GEMM, where dispatch has one (the compiled CPU op, float32); else None, and callers run
-    decode_step_fn and low_rank_correction."""
+    """For decode passes: a function (x [B, 1, d], [Wq; Wmem] [Dq + 4·N·r, d], q_proj's bias zero-padded or None,
+    state [B, N, r, r], write, Dq, beta_bias, Wdqᵀ [N·r, Dq], Wdoᵀ [N·r, Do], scale, heads, rank, onednn) →
+    (query x·Wqᵀ + b + scale·reads·Wdqᵀ [B, 1, Dq], scale·reads·Wdoᵀ [B, 1, Do]) that updates `state` in place: a
+    layer's whole decode work in one call, its GEMM included (through oneDNN when `onednn`, else ATen's linear),
+    where dispatch has one (the compiled CPU op, float32); else None, and callers run decode_step_fn and
+    low_rank_correction."""
     return _compiled_cpu_op(device, dtype, "decode_layer_cpu")
 
 

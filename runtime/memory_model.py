@@ -28,7 +28,7 @@ class UnsupportedBackbone(ValueError):
 
 @dataclass
 class _Pass:
-    """What the hooks share during one forward: the incoming state, and the reads and states they produce."""
+    """What the q/o forwards share during one pass: the incoming state, and the reads and states they produce."""
 
     state: torch.Tensor  # [B, L, N, r, r] fp32
     write: bool
@@ -80,8 +80,8 @@ class MemoryModel(nn.Module):
             for attn in attentions
         )
         self._pass: _Pass | None = None
-        # off: the hooks stay inert and states pass through unchanged, i.e. the frozen backbone in the same
-        # engine (the baseline benchmarks compare against)
+        # off: the q/o forwards are the plain projections and states pass through unchanged, i.e. the frozen
+        # backbone in the same engine (the baseline benchmarks compare against)
         self.memory_enabled = True
         # the parameters a decode plan is built from (all but the adapter's zero K/V heads): (module, name)
         self._plan_sources = [
@@ -204,8 +204,8 @@ class MemoryModel(nn.Module):
     def _decode_plans(self) -> list[tuple]:
         """Per layer, what the compiled decode op needs besides the token: (q_proj's weight extended by the memory
         projection, its bias, the op's arguments). Reused while none of the parameters they come from changes
-        (version counters and storage, checked once per pass): looked up per layer it costs ~10 µs of Python a
-        layer mid-step, where the GEMMs have flushed the caches."""
+        (version counters and storage, checked once per pass), since Python work per layer is costly mid-step,
+        where the GEMMs have flushed the caches."""
         tensors = [module._parameters[name] for module, name in self._plan_sources]
         key = [t._version for t in tensors] + [t.data_ptr() for t in tensors]
         if self._plans is None or self._plans[0] != key:
