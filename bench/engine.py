@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from deltamem.runtime import cpu_linear
-from deltamem.runtime.backbone import load_model
-from deltamem.runtime.batch_engine import BatchEngine
-from deltamem.runtime.default_model import prepare_default_model
-from deltamem.runtime.engine import GenerationRequest
+from deltamem.kernels import cpu_linear
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.engine.requests import GenerationRequest
+from deltamem.runtime.model.backbone import load_model
+from deltamem.runtime.model.default_model import prepare_default_model
 from deltamem.service.config import ServerConfig, default_cache_dir
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."

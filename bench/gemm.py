@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from deltamem.runtime import cpu_linear
+from deltamem.kernels import cpu_linear
 
 # SmolLM2-135M: (out, in) of q, k, v, o, gate, up, down; and the lm_head
 LAYER_SHAPES = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]

@@ -123,8 +123,8 @@ def bench_scan_gpu(lengths, repeats):
 def bench_model(device: str, repeats: int, context: int = 256, write_tokens: int = 1024):
     from transformers import DynamicCache
 
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.default_model import prepare_default_model
+    from deltamem.runtime.model.backbone import load_model
+    from deltamem.runtime.model.default_model import prepare_default_model
     from deltamem.service.config import default_cache_dir
 
     model = load_model(prepare_default_model(default_cache_dir()), device=device).model

@@ -17,10 +17,10 @@ import threading
 import torch
 from engine import decode_rate  # bench/engine.py, beside this file
 
-from deltamem.runtime import cpu_linear
-from deltamem.runtime.backbone import load_model
-from deltamem.runtime.batch_engine import BatchEngine
-from deltamem.runtime.default_model import prepare_default_model
+from deltamem.kernels import cpu_linear
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.model.backbone import load_model
+from deltamem.runtime.model.default_model import prepare_default_model
 from deltamem.service.config import default_cache_dir
 
 

@@ -21,10 +21,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from deltamem.runtime import tracing
-from deltamem.runtime.backbone import load_model
-from deltamem.runtime.batch_engine import BatchEngine
-from deltamem.runtime.default_model import prepare_default_model
-from deltamem.runtime.engine_trace import JobTrace
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.engine.job_trace import JobTrace
+from deltamem.runtime.model.backbone import load_model
+from deltamem.runtime.model.default_model import prepare_default_model
 from deltamem.service.config import default_cache_dir
 
 

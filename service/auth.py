@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from deltamem.runtime.sessions import DEFAULT_TENANT
+from deltamem.runtime.sessions.records import DEFAULT_TENANT
 
 _TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

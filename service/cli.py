@@ -155,8 +155,8 @@ def open_engine(config: ServerConfig, model_dir: Path, adapter_dir: Path | None)
         return SGLangEngine(
             model_dir, adapter_dir, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens
         )
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.batch_engine import BatchEngine
+    from deltamem.runtime.engine.batch_engine import BatchEngine
+    from deltamem.runtime.model.backbone import load_model
 
     loaded = load_model(model_dir, adapter_dir)
     return BatchEngine(loaded, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens)
@@ -165,8 +165,8 @@ def open_engine(config: ServerConfig, model_dir: Path, adapter_dir: Path | None)
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from deltamem.runtime.default_model import DefaultModelUnavailable, default_adapter_dir, prepare_default_model
-    from deltamem.runtime.store import StoreMismatch
+    from deltamem.runtime.model.default_model import DefaultModelUnavailable, default_adapter_dir, prepare_default_model
+    from deltamem.runtime.sessions.store import StoreMismatch
     from deltamem.service.auth import ApiKeys
     from deltamem.service.metrics import Metrics
     from deltamem.service.server import open_sessions, serve_until_signalled, start_server

@@ -7,11 +7,11 @@ import hashlib
 import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from deltamem.runtime.engine import Engine
+from deltamem.runtime.engine.sampling import SamplingParams
+from deltamem.runtime.engine.sequential import Engine
 from deltamem.runtime.errors import InvalidRequest, StateMismatch
-from deltamem.runtime.sampling import SamplingParams
-from deltamem.runtime.session_calls import Turn, TurnResult
-from deltamem.runtime.sessions import SessionInfo
+from deltamem.runtime.sessions.calls import Turn, TurnResult
+from deltamem.runtime.sessions.records import SessionInfo
 from deltamem.v1 import memory_service_pb2 as pb
 
 CONTEXT_POLICY_NAMES = {

@@ -13,10 +13,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from deltamem.runtime import tracing
-from deltamem.runtime.engine import Engine
-from deltamem.runtime.sessions import SessionManager
-from deltamem.runtime.store import MemoryStore, SqliteStore
-from deltamem.runtime.traced_store import TracedStore
+from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.sessions.manager import SessionManager
+from deltamem.runtime.sessions.sqlite_store import SqliteStore
+from deltamem.runtime.sessions.store import MemoryStore
+from deltamem.runtime.sessions.traced_store import TracedStore
 from deltamem.service.auth import ApiKeys
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
@@ -62,7 +63,7 @@ def open_sessions(engine: Engine, config: ServerConfig) -> SessionManager:
         "state_shape": "x".join(map(str, engine.empty_state().shape)),
     }
     if config.store_url:
-        from deltamem.runtime.redis_store import RedisStore
+        from deltamem.runtime.sessions.redis_store import RedisStore
 
         store = RedisStore(config.store_url, identity)
     elif config.persist:

@@ -7,11 +7,12 @@ import logging
 import grpc
 
 from deltamem.runtime import tracing
-from deltamem.runtime.batch_engine import BatchEngine
-from deltamem.runtime.engine import GenerationRequest
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.engine.requests import GenerationRequest
 from deltamem.runtime.errors import Draining, InvalidRequest
-from deltamem.runtime.session_calls import TurnResult, generate_in_session, write_in_session
-from deltamem.runtime.sessions import SessionManager, check_session_id
+from deltamem.runtime.sessions.calls import TurnResult, generate_in_session, write_in_session
+from deltamem.runtime.sessions.manager import SessionManager
+from deltamem.runtime.sessions.records import check_session_id
 from deltamem.service import convert
 from deltamem.service.auth import ApiKeys
 from deltamem.service.errors import map_errors

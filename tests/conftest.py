@@ -26,9 +26,9 @@ import pytest
 import torch
 
 from deltamem.client import MemoryClient
-from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES
-from deltamem.runtime.adapter_config import DeltaMemConfig
-from deltamem.runtime.memory_model import MemoryModel
+from deltamem.runtime.model.adapter import TRAINABLE_PARAMETER_NAMES
+from deltamem.runtime.model.adapter_config import DeltaMemConfig
+from deltamem.runtime.model.memory_model import MemoryModel
 
 
 def tiny_backbone(model_type: str, seed: int = 0, vocab_size: int = 97):
@@ -73,7 +73,7 @@ def tiny_memory_model(
 
 @pytest.fixture(scope="session")
 def default_model_dir():
-    from deltamem.runtime.default_model import prepare_default_model
+    from deltamem.runtime.model.default_model import prepare_default_model
     from deltamem.service.config import default_cache_dir
 
     return prepare_default_model(default_cache_dir())
@@ -82,8 +82,8 @@ def default_model_dir():
 @pytest.fixture(scope="session")
 def default_engine(default_model_dir):
     """The real default model with the server's default (untrained, deterministic) adapter, in-process."""
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.engine import Engine
+    from deltamem.runtime.engine.sequential import Engine
+    from deltamem.runtime.model.backbone import load_model
 
     return Engine(load_model(default_model_dir))
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deltamem.runtime.adapter import PARAMETER_NAMES, WEIGHTS_FILE, DeltaMemLayer, state_dict_key
-from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
+from deltamem.runtime.model.adapter import PARAMETER_NAMES, DeltaMemLayer
+from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemConfig
+from deltamem.runtime.model.checkpoint import WEIGHTS_FILE, state_dict_key
 
 ATTRIBUTE = "delta_mem"
 

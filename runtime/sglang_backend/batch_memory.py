@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deltamem.kernels import delta_rule_varlen
-from deltamem.runtime.adapter import DeltaMemLayer
+from deltamem.runtime.model.adapter import DeltaMemLayer
 
 
 @dataclass

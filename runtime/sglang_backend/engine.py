@@ -25,21 +25,21 @@ from pathlib import Path
 
 import torch
 
-from deltamem.runtime.adapter import adapter_fingerprint, load_adapter_weights
-from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
-from deltamem.runtime.backbone import backbone_fingerprint
-from deltamem.runtime.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine import (
+from deltamem.runtime.engine.detokenizer import IncrementalDetokenizer
+from deltamem.runtime.engine.requests import (
     EncodedInput,
-    Engine,
     GenerationOutcome,
     GenerationRequest,
     TokenEvent,
     token_events,
 )
+from deltamem.runtime.engine.sampling import SamplingParams
+from deltamem.runtime.engine.sequential import Engine
 from deltamem.runtime.errors import InvalidRequest
-from deltamem.runtime.memory_model import UnsupportedBackbone
-from deltamem.runtime.sampling import SamplingParams
+from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemConfig
+from deltamem.runtime.model.backbone import backbone_fingerprint
+from deltamem.runtime.model.checkpoint import adapter_fingerprint, load_adapter_weights
+from deltamem.runtime.model.memory_model import UnsupportedBackbone
 from deltamem.runtime.sglang_backend import PACKAGE
 from deltamem.runtime.sglang_backend.adapter_weights import build_adapters
 from deltamem.runtime.sglang_backend.mailbox import ENV_VAR as MAILBOX_ENV_VAR

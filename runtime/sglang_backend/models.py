@@ -22,7 +22,7 @@ from sglang.srt.models.llama import LlamaForCausalLM as _SGLangLlama
 from sglang.srt.models.qwen3 import Qwen3ForCausalLM as _SGLangQwen3
 from sglang.srt.runtime_context import get_parallel
 
-from deltamem.runtime.adapter_config import AdapterConfigError, DeltaMemConfig
+from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemConfig
 from deltamem.runtime.sglang_backend.adapter_weights import ATTRIBUTE, build_adapters, load_reference_adapter
 from deltamem.runtime.sglang_backend.batch_memory import BatchPlan, correct_qkv, layer_memory
 from deltamem.runtime.sglang_backend.mailbox import Mailbox

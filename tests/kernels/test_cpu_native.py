@@ -49,8 +49,7 @@ def test_native_decode_layer_is_the_gemm_the_step_and_both_corrections(batch, on
     """The op gets x, [Wq; Wmem] (and q_proj's bias zero-padded) and a layer's slice of a pass state: it must update
     that slice as the references do (and nothing else), return the query x·Wqᵀ + b + scale·reads·Wdqᵀ and
     scale·reads·Wdoᵀ, through either GEMM."""
-    from deltamem.kernels import decode_layer_fn, low_rank_correction
-    from deltamem.runtime import cpu_linear
+    from deltamem.kernels import cpu_linear, decode_layer_fn, low_rank_correction
 
     if onednn and not cpu_linear.onednn_available():
         pytest.skip("this PyTorch build has no oneDNN")

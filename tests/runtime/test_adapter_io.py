@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from deltamem.runtime.adapter import WEIGHTS_FILE, adapter_fingerprint, load_adapter_weights, save_adapter
-from deltamem.runtime.adapter_config import CONFIG_FILE, AdapterConfigError, DeltaMemConfig
+from deltamem.runtime.model.adapter_config import CONFIG_FILE, AdapterConfigError, DeltaMemConfig
+from deltamem.runtime.model.checkpoint import WEIGHTS_FILE, adapter_fingerprint, load_adapter_weights, save_adapter
 
 
 def test_save_then_load_round_trips_in_reference_layout(make_tiny_model, tmp_path):

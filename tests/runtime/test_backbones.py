@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from deltamem.runtime.backbone import load_model
-from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
-from deltamem.runtime.memory_model import UnsupportedBackbone
+from deltamem.runtime.engine.requests import GenerationOutcome, GenerationRequest
+from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.model.backbone import load_model
+from deltamem.runtime.model.memory_model import UnsupportedBackbone
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "smollm3"])

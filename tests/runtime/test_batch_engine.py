@@ -7,9 +7,10 @@ import threading
 import pytest
 import torch
 
-from deltamem.runtime.batch_engine import BatchEngine
-from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
-from deltamem.runtime.sampling import SamplingParams
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.engine.requests import GenerationOutcome, GenerationRequest
+from deltamem.runtime.engine.sampling import SamplingParams
+from deltamem.runtime.engine.sequential import Engine
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -22,7 +23,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def engines(default_model_dir):
-    from deltamem.runtime.backbone import load_model
+    from deltamem.runtime.model.backbone import load_model
 
     loaded = load_model(default_model_dir)
     batched = BatchEngine(loaded, prefill_chunk=16, max_batch=3)
@@ -103,7 +104,7 @@ def test_abandoned_generation_frees_its_slot(engines):
 
 
 def test_closing_the_engine_fails_waiting_requests_instead_of_hanging(default_model_dir):
-    from deltamem.runtime.backbone import load_model
+    from deltamem.runtime.model.backbone import load_model
 
     engine = BatchEngine(load_model(default_model_dir), max_batch=1)
     request = GenerationRequest(

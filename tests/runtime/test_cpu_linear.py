@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deltamem.kernels import cpu_linear
 from deltamem.kernels.decode_step import cpu_native
-from deltamem.runtime import cpu_linear
 
 needs_onednn = pytest.mark.skipif(not cpu_linear.onednn_available(), reason="this PyTorch build has no oneDNN")
 
@@ -82,8 +82,8 @@ def _biased_llama_model():
     """A tiny Llama whose attention projections have biases (the fused q GEMM pads q_proj's bias)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from deltamem.runtime.adapter_config import DeltaMemConfig
-    from deltamem.runtime.memory_model import MemoryModel
+    from deltamem.runtime.model.adapter_config import DeltaMemConfig
+    from deltamem.runtime.model.memory_model import MemoryModel
 
     config = AutoConfig.for_model(
         "llama", vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import deltamem.runtime.default_model as default_model
-from deltamem.runtime.default_model import MARKER, gguf_source_path, is_cache_valid, prepare_default_model
+import deltamem.runtime.model.default_model as default_model
+from deltamem.runtime.model.default_model import MARKER, gguf_source_path, is_cache_valid, prepare_default_model
 
 
 def test_valid_cache_is_reused_without_converting(default_model_dir, monkeypatch):
@@ -34,8 +34,8 @@ def test_marker_that_names_another_source_invalidates_the_cache(default_model_di
 
 
 def test_the_embedded_model_gets_the_shipped_trained_adapter(tmp_path):
-    from deltamem.runtime.adapter_config import DeltaMemConfig
-    from deltamem.runtime.default_model import DEFAULT_ADAPTER_DIR, default_adapter_dir
+    from deltamem.runtime.model.adapter_config import DeltaMemConfig
+    from deltamem.runtime.model.default_model import DEFAULT_ADAPTER_DIR, default_adapter_dir
 
     assert (DEFAULT_ADAPTER_DIR / "delta_mem_adapter.pt").is_file(), "the trained adapter ships in the package"
     assert DeltaMemConfig.load(DEFAULT_ADAPTER_DIR).memory_write_granularity == "token"
@@ -46,8 +46,8 @@ def test_the_embedded_model_gets_the_shipped_trained_adapter(tmp_path):
 
 
 def test_the_shipped_adapter_loads_and_differs_from_the_untrained_init(default_model_dir):
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.default_model import DEFAULT_ADAPTER_DIR
+    from deltamem.runtime.model.backbone import load_model
+    from deltamem.runtime.model.default_model import DEFAULT_ADAPTER_DIR
 
     trained = load_model(default_model_dir, DEFAULT_ADAPTER_DIR)
     untrained = load_model(default_model_dir)

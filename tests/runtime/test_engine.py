@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltamem.runtime.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.engine.detokenizer import IncrementalDetokenizer
+from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.engine.sampling import SamplingParams
 from deltamem.runtime.errors import InvalidRequest
-from deltamem.runtime.sampling import SamplingParams
 
 TEXT = (
     "Maria moved to Lisbon in March. She adopted a grey cat called Pixel, and she works as a marine biologist "

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import deltamem.runtime.memory_model as memory_model_module
+import deltamem.runtime.model.memory_model as memory_model_module
 from deltamem.kernels import delta_rule_naive
-from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES
+from deltamem.runtime.model.adapter import TRAINABLE_PARAMETER_NAMES
 
 ARCHS = ["llama", "qwen3", "smollm3"]
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from deltamem.runtime.adapter import save_adapter
-from deltamem.runtime.backbone import load_model
-from deltamem.runtime.chat_spans import chat_tokens_with_message_ids
-from deltamem.runtime.engine import Engine, GenerationOutcome, GenerationRequest
+from deltamem.runtime.engine.chat_spans import chat_tokens_with_message_ids
+from deltamem.runtime.engine.requests import GenerationOutcome, GenerationRequest
+from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.model.backbone import load_model
+from deltamem.runtime.model.checkpoint import save_adapter
 
 CHAT = [
     {"role": "system", "content": "You keep notes."},
@@ -88,8 +89,8 @@ def test_generation_writes_the_prompt_messages_then_the_output_as_one_message(me
 
 
 def test_batched_engine_matches_for_message_mean_adapters(message_engine):
-    from deltamem.runtime.backbone import LoadedModel
-    from deltamem.runtime.batch_engine import BatchEngine
+    from deltamem.runtime.engine.batch_engine import BatchEngine
+    from deltamem.runtime.model.backbone import LoadedModel
 
     engine = message_engine
     batched = BatchEngine(

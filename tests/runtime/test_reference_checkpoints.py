@@ -10,9 +10,10 @@ import json
 import pytest
 import torch
 
-from deltamem.runtime.adapter import PARAMETER_NAMES, WEIGHTS_FILE, save_adapter
-from deltamem.runtime.adapter_config import CONFIG_FILE, AdapterConfigError
-from deltamem.runtime.backbone import load_model
+from deltamem.runtime.model.adapter import PARAMETER_NAMES
+from deltamem.runtime.model.adapter_config import CONFIG_FILE, AdapterConfigError
+from deltamem.runtime.model.backbone import load_model
+from deltamem.runtime.model.checkpoint import WEIGHTS_FILE, save_adapter
 
 # every field of the reference adapter config, at the values of a token-state release
 REFERENCE_CONFIG = {
@@ -95,7 +96,7 @@ def test_reference_checkpoint_loads_unchanged_and_saves_back_identically(
 )  # fmt: skip
 def test_reference_configs_with_unimplemented_modes_are_rejected_by_name(tmp_path, field, value):
     (tmp_path / CONFIG_FILE).write_text(json.dumps(REFERENCE_CONFIG | {field: value}))
-    from deltamem.runtime.adapter_config import DeltaMemConfig
+    from deltamem.runtime.model.adapter_config import DeltaMemConfig
 
     with pytest.raises(AdapterConfigError, match=field):
         DeltaMemConfig.load(tmp_path)

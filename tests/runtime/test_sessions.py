@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deltamem.runtime.errors import InvalidRequest, SessionBusy, SessionNotFound
-from deltamem.runtime.sessions import SessionManager
+from deltamem.runtime.sessions.manager import SessionManager
 
 
 @pytest.fixture

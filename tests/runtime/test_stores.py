@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from deltamem.runtime.errors import SessionBusy, SessionNotFound
-from deltamem.runtime.sessions import SessionManager
-from deltamem.runtime.store import DATABASE_FILE, MemoryStore, SqliteStore, StoreConflict, StoreMismatch
+from deltamem.runtime.sessions.manager import SessionManager
+from deltamem.runtime.sessions.sqlite_store import DATABASE_FILE, SqliteStore
+from deltamem.runtime.sessions.store import MemoryStore, StoreConflict, StoreMismatch
 
 IDENTITY = {"backbone": "b1", "adapter": "a1", "state_shape": "2x1x4x4"}
 EMPTY = torch.zeros(2, 1, 4, 4)
@@ -25,7 +26,7 @@ def make_store(request, tmp_path):
         return lambda identity=IDENTITY: shared
     if request.param == "sqlite":
         return lambda identity=IDENTITY: SqliteStore(tmp_path, identity)
-    from deltamem.runtime.redis_store import RedisStore
+    from deltamem.runtime.sessions.redis_store import RedisStore
 
     url = request.getfixturevalue("redis_url")
     prefix = f"test-{request.node.name}-{time.monotonic_ns()}"

@@ -9,8 +9,8 @@ import torch
 from transformers import DynamicCache
 
 from deltamem.client import state_values
-from deltamem.runtime.context import SessionContext, chat_continuation
-from deltamem.runtime.engine import GenerationRequest
+from deltamem.runtime.engine.requests import GenerationRequest
+from deltamem.runtime.sessions.kept_context import SessionContext, chat_continuation
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 

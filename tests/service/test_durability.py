@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deltamem.client import MemoryClient
-from deltamem.runtime.adapter import WEIGHTS_FILE, save_adapter
+from deltamem.runtime.model.checkpoint import WEIGHTS_FILE, save_adapter
 
 
 def test_acknowledged_writes_survive_sigkill(start_server_process, tmp_path):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from deltamem.runtime.adapter import WEIGHTS_FILE, save_adapter
-from deltamem.runtime.adapter_config import AdapterConfigError
+from deltamem.runtime.model.adapter_config import AdapterConfigError
+from deltamem.runtime.model.checkpoint import WEIGHTS_FILE, save_adapter
 from deltamem.runtime.sglang_backend.adapter_weights import (
     ATTRIBUTE,
     build_adapters,

@@ -39,8 +39,8 @@ def test_sglang_backend_without_sglang_exits_with_the_reason(scripts_dir, defaul
 
 
 def test_a_backend_that_keeps_no_context_refuses_context_policies(default_model_dir):
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.batch_engine import BatchEngine
+    from deltamem.runtime.engine.batch_engine import BatchEngine
+    from deltamem.runtime.model.backbone import load_model
     from deltamem.service.server import start_server
 
     engine = BatchEngine(load_model(default_model_dir), max_batch=2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltamem.runtime.engine import GenerationOutcome, GenerationRequest
+from deltamem.runtime.engine.requests import GenerationOutcome, GenerationRequest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -17,10 +17,10 @@ def engines(request, sglang_models, tmp_path_factory):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: the SGLang engine runs on GPUs only")
     default_model_dir = request.getfixturevalue("default_model_dir")  # only now: preparing it takes a while
-    from deltamem.runtime.adapter import save_adapter
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.batch_engine import BatchEngine
-    from deltamem.runtime.memory_model import MemoryModel
+    from deltamem.runtime.engine.batch_engine import BatchEngine
+    from deltamem.runtime.model.backbone import load_model
+    from deltamem.runtime.model.checkpoint import save_adapter
+    from deltamem.runtime.model.memory_model import MemoryModel
     from deltamem.runtime.sglang_backend.engine import SGLangEngine
 
     adapter_dir = tmp_path_factory.mktemp("adapter")

@@ -68,7 +68,7 @@ def test_sampling_arguments_are_sglang_sampling_params():
     from sglang.srt.sampling.sampling_params import TOP_K_ALL
     from sglang.srt.sampling.sampling_params import SamplingParams as SGLangSampling
 
-    from deltamem.runtime.sampling import SamplingParams
+    from deltamem.runtime.engine.sampling import SamplingParams
     from deltamem.runtime.sglang_backend.engine import sampling_args
 
     args = sampling_args(SamplingParams(temperature=0.7, top_p=0.9, top_k=0), 5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deltamem.runtime import tracing
-from deltamem.runtime.engine_trace import NO_TRACE, JobTrace
+from deltamem.runtime.engine.job_trace import NO_TRACE, JobTrace
 from deltamem.service.config import tracing_requested
 from deltamem.service.tracing import span_exporters
 

@@ -14,8 +14,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from deltamem.client import MemoryClient
 from deltamem.runtime import tracing
-from deltamem.runtime.backbone import load_model
-from deltamem.runtime.batch_engine import BatchEngine
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.model.backbone import load_model
 from deltamem.service.config import ServerConfig
 from deltamem.service.server import open_sessions, start_server
 

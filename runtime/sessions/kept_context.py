@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from deltamem.runtime.batch_kv import SequenceKV
-from deltamem.runtime.chat_spans import chat_tokens_with_message_ids
-from deltamem.runtime.engine import EncodedInput
+from deltamem.runtime.engine.chat_spans import chat_tokens_with_message_ids
+from deltamem.runtime.engine.kv import SequenceKV
+from deltamem.runtime.engine.requests import EncodedInput
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ interleave a session's mutations. Durability is the Redis server's: run it with 
 
 from __future__ import annotations
 
-from deltamem.runtime.sessions import SessionInfo
-from deltamem.runtime.store import (
+from deltamem.runtime.sessions.records import SessionInfo
+from deltamem.runtime.sessions.state_codec import decode_state, encode_state
+from deltamem.runtime.sessions.store import (
     StoreConflict,
     StoreMismatch,
     decode_info,
-    decode_state,
     encode_info,
-    encode_state,
     identity_problem,
 )
 

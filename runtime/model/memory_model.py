@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from deltamem.kernels import decode_layer_fn, decode_step_fn, delta_rule, memory_scan_fn
-from deltamem.runtime import cpu_linear
-from deltamem.runtime.adapter import TRAINABLE_PARAMETER_NAMES, DeltaMemLayer
-from deltamem.runtime.adapter_config import DeltaMemConfig
+from deltamem.kernels import cpu_linear, decode_layer_fn, decode_step_fn, delta_rule, memory_scan_fn
+from deltamem.runtime.model.adapter import TRAINABLE_PARAMETER_NAMES, DeltaMemLayer
+from deltamem.runtime.model.adapter_config import DeltaMemConfig
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "smollm3")
 

@@ -69,7 +69,7 @@ def is_cache_valid(target: Path, source: Path) -> bool:
 
 
 # the adapter this project trained for the default model (evals/train.py; docs/results.md), shipped in the package
-DEFAULT_ADAPTER_DIR = Path(__file__).parent / "default_adapter"
+DEFAULT_ADAPTER_DIR = Path(__file__).parent.parent / "default_adapter"  # runtime/default_adapter/
 
 
 def default_adapter_dir(model_dir: Path | None, adapter_dir: Path | None, untrained: bool = False) -> Path | None:

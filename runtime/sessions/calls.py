@@ -10,10 +10,12 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from deltamem.runtime.batch_engine import BatchEngine
-from deltamem.runtime.context import SessionContext, chat_continuation, extend_context
-from deltamem.runtime.engine import EncodedInput, Engine, GenerationOutcome, GenerationRequest, TokenEvent
-from deltamem.runtime.sessions import Mutation, SessionInfo
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.sessions.kept_context import SessionContext, chat_continuation, extend_context
+from deltamem.runtime.sessions.manager import Mutation
+from deltamem.runtime.sessions.records import SessionInfo
 
 
 @dataclass(frozen=True)

@@ -27,20 +27,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from deltamem.runtime.backbone import LoadedModel
-from deltamem.runtime.batch_kv import BatchKV, SequenceKV
-from deltamem.runtime.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine import (
-    DEFAULT_PREFILL_CHUNK,
+from deltamem.runtime.engine.detokenizer import IncrementalDetokenizer
+from deltamem.runtime.engine.job_trace import NO_TRACE, JobTrace, NoTrace
+from deltamem.runtime.engine.kv import BatchKV, SequenceKV
+from deltamem.runtime.engine.requests import (
     EncodedInput,
-    Engine,
     GenerationOutcome,
     GenerationRequest,
     TokenEvent,
     token_events,
 )
-from deltamem.runtime.engine_trace import NO_TRACE, JobTrace, NoTrace
-from deltamem.runtime.sampling import make_generator, sample_next
+from deltamem.runtime.engine.sampling import make_generator, sample_next
+from deltamem.runtime.engine.sequential import DEFAULT_PREFILL_CHUNK, Engine
+from deltamem.runtime.model.backbone import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Sessions: each holds a versioned memory state. Mutations are exclusive per session and commit atomically.
+"""The session manager: each session holds a versioned memory state; mutations are exclusive per session and
+commit atomically.
 
 A mutation works on the state it read and calls `commit` with the new state only when the whole call
 succeeded; anything else (an error, a cancelled stream) leaves the session exactly as it was.
@@ -7,60 +8,24 @@ succeeded; anything else (an error, a cancelled stream) leaves the session exact
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 
 from deltamem.runtime.errors import InvalidRequest, LimitExceeded, SessionBusy, SessionNotFound
-
-CONTEXT_POLICIES = ("none", "full", "window")
-MAX_WINDOW_TOKENS = 1 << 20
-MAX_METADATA_ENTRIES = 64
-MAX_METADATA_BYTES = 256
-_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
-DEFAULT_TENANT = "default"  # the one tenant of a server without API keys
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    session_id: str
-    memory_version: int
-    tokens_written: int
-    parent_session_id: str
-    parent_memory_version: int
-    context_policy: str
-    metadata: dict[str, str]
-    created_at: float
-    order: int  # creation sequence on this server: the paging key
-    window_tokens: int = 0  # the window(n) policy's n; 0 for the other policies
-    context_tokens: int = 0  # tokens kept as context right now
-    tenant: str = DEFAULT_TENANT  # the owner: no other tenant can see or touch the session
-
-
-def check_session_id(session_id: str) -> str:
-    if not session_id:
-        raise InvalidRequest("session_id is required")
-    if not _SESSION_ID.match(session_id):
-        raise InvalidRequest(f"session_id {session_id[:64]!r} is malformed: expected 32 lowercase hex characters")
-    return session_id
-
-
-def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    if len(metadata) > MAX_METADATA_ENTRIES:
-        raise InvalidRequest(f"metadata has {len(metadata)} entries, at most {MAX_METADATA_ENTRIES} are allowed")
-    for key, value in metadata.items():
-        if not key or len(key.encode()) > MAX_METADATA_BYTES or len(value.encode()) > MAX_METADATA_BYTES:
-            raise InvalidRequest(
-                f"metadata key {key[:32]!r}: keys must be 1-{MAX_METADATA_BYTES} bytes, "
-                f"values at most {MAX_METADATA_BYTES}"
-            )
-    return dict(metadata)
+from deltamem.runtime.sessions.records import (
+    CONTEXT_POLICIES,
+    DEFAULT_TENANT,
+    MAX_WINDOW_TOKENS,
+    SessionInfo,
+    check_metadata,
+    check_session_id,
+)
+from deltamem.runtime.sessions.store import MemoryStore, StoreConflict
 
 
 class Mutation:
@@ -89,8 +54,6 @@ class SessionManager:
     process keeps only what is local to it: a lock per session and the kept contexts (KV caches)."""
 
     def __init__(self, empty_state: torch.Tensor, store=None, max_sessions_per_tenant: int | None = None):
-        from deltamem.runtime.store import MemoryStore
-
         self._max_per_tenant = max_sessions_per_tenant
         self._empty = empty_state.detach().clone()
         self._store = store if store is not None else MemoryStore()
@@ -181,8 +144,6 @@ class SessionManager:
             lock.release()
 
     def _publish(self, info: SessionInfo, new_state, tokens_written: int, context) -> SessionInfo:
-        from deltamem.runtime.store import StoreConflict
-
         published = dataclasses.replace(
             info,
             memory_version=info.memory_version + (new_state is not None),

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-from deltamem.kernels import prepare_decode
-from deltamem.runtime import cpu_linear
-from deltamem.runtime.adapter import adapter_fingerprint, load_adapter_weights
-from deltamem.runtime.adapter_config import DeltaMemConfig
-from deltamem.runtime.memory_model import SUPPORTED_MODEL_TYPES, MemoryModel, UnsupportedBackbone
+from deltamem.kernels import cpu_linear, prepare_decode
+from deltamem.runtime.model.adapter_config import DeltaMemConfig
+from deltamem.runtime.model.checkpoint import adapter_fingerprint, load_adapter_weights
+from deltamem.runtime.model.memory_model import SUPPORTED_MODEL_TYPES, MemoryModel, UnsupportedBackbone
 
 log = logging.getLogger(__name__)
 

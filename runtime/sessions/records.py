@@ -1,0 +1,52 @@
+"""A session's record (SessionInfo) and the checks of what a caller may put in one; shared by the manager and
+the stores, which is why it lives apart from both."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from deltamem.runtime.errors import InvalidRequest
+
+CONTEXT_POLICIES = ("none", "full", "window")
+MAX_WINDOW_TOKENS = 1 << 20
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_BYTES = 256
+SESSION_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+DEFAULT_TENANT = "default"  # the one tenant of a server without API keys
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    memory_version: int
+    tokens_written: int
+    parent_session_id: str
+    parent_memory_version: int
+    context_policy: str
+    metadata: dict[str, str]
+    created_at: float
+    order: int  # creation sequence on this server: the paging key
+    window_tokens: int = 0  # the window(n) policy's n; 0 for the other policies
+    context_tokens: int = 0  # tokens kept as context right now
+    tenant: str = DEFAULT_TENANT  # the owner: no other tenant can see or touch the session
+
+
+def check_session_id(session_id: str) -> str:
+    if not session_id:
+        raise InvalidRequest("session_id is required")
+    if not SESSION_ID_PATTERN.match(session_id):
+        raise InvalidRequest(f"session_id {session_id[:64]!r} is malformed: expected 32 lowercase hex characters")
+    return session_id
+
+
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidRequest(f"metadata has {len(metadata)} entries, at most {MAX_METADATA_ENTRIES} are allowed")
+    for key, value in metadata.items():
+        if not key or len(key.encode()) > MAX_METADATA_BYTES or len(value.encode()) > MAX_METADATA_BYTES:
+            raise InvalidRequest(
+                f"metadata key {key[:32]!r}: keys must be 1-{MAX_METADATA_BYTES} bytes, "
+                f"values at most {MAX_METADATA_BYTES}"
+            )
+    return dict(metadata)
