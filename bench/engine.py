@@ -33,7 +33,7 @@ def decode_rate(engine: BatchEngine, sessions: int, new_tokens: int) -> tuple[fl
     """`sessions` concurrent greedy generations → (aggregate generated tokens/s over the wall time, prompt prefill
     included; decode tokens/s of the decode phase alone: the tokens after each session's first over the time
     after it, summed over sessions, i.e. what the sessions get once prefilled)."""
-    prompt = engine.encode_messages([("user", PROMPT)], add_generation_prompt=True).ids
+    prompt = engine.inputs.encode_messages([("user", PROMPT)], add_generation_prompt=True).ids
     request = GenerationRequest(prompt, max_new_tokens=new_tokens, ignore_end_of_turn=True)
     done, decode = [], []
 
@@ -72,15 +72,17 @@ def hf_generate_rate(model_dir, tokenizer, new_tokens: int, device: str) -> floa
 def fork_latencies(engine: BatchEngine, histories: list[int], repeats: int = 200) -> dict[int, tuple[float, float]]:
     """ForkSession through a real gRPC server on loopback, after writing `history` tokens into a session."""
     from deltamem.client import MemoryClient
+    from deltamem.service.compose import open_sessions
     from deltamem.service.server import start_server
 
-    running = start_server(engine, ServerConfig(port=0))
+    config = ServerConfig(port=0, persist=False)
+    running = start_server(engine, open_sessions(engine, config), config)
     results = {}
     try:
         with MemoryClient(f"127.0.0.1:{running.port}", timeout=3600) as client:
             for history in histories:
                 session = client.create_session().session_id
-                ids = (engine.encode_text(PROMPT * 200).ids * (history // 100 + 1))[:history]
+                ids = (engine.inputs.encode_text(PROMPT * 200).ids * (history // 100 + 1))[:history]
                 started = time.perf_counter()
                 client.update_memory(session, list(ids))
                 print(f"  wrote {history} tokens in {time.perf_counter() - started:.1f} s", flush=True)

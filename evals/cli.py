@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from deltamem.evals.train import TrainConfig
-from deltamem.runtime.adapter_config import DeltaMemConfig
+from deltamem.runtime.model.adapter_config import DeltaMemConfig
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -35,8 +35,8 @@ def _train_parser() -> argparse.ArgumentParser:
 def load_for(args):
     """(model directory, loaded model): training starts from --init or the reference init; evaluation loads
     --adapter, by default the shipped one for the embedded model."""
-    from deltamem.runtime.backbone import load_model
-    from deltamem.runtime.default_model import default_adapter_dir, prepare_default_model
+    from deltamem.runtime.model.backbone import load_model
+    from deltamem.runtime.model.default_model import default_adapter_dir, prepare_default_model
     from deltamem.service.config import default_cache_dir
 
     model_dir = args.model or prepare_default_model(default_cache_dir())

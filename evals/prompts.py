@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deltamem.runtime.chat_spans import chat_tokens_with_message_ids
+from deltamem.runtime.engine.chat_spans import chat_tokens_with_message_ids
 
 
 def encode_chat(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) -> tuple[list[int], list[int]]:

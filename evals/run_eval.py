@@ -26,7 +26,7 @@ from pathlib import Path
 from deltamem.evals.locomo_score import exact_match_recall, score_qa
 from deltamem.evals.prompts import encode_chat, question_prompt, window_messages
 from deltamem.evals.synthetic import build, history_messages
-from deltamem.runtime.engine import EncodedInput, GenerationOutcome, GenerationRequest
+from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest
 
 REGIMES = ("no_context", "state_only", "context_only", "context_state", "window_state", "state_other")
 USES_STATE = frozenset({"state_only", "context_state", "window_state", "state_other"})
@@ -188,7 +188,7 @@ def eval_main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from deltamem.evals.cli import load_for
-    from deltamem.runtime.batch_engine import BatchEngine
+    from deltamem.runtime.engine.batch_engine import BatchEngine
 
     config = EvalConfig(**{name: getattr(args, name) for name in asdict(EvalConfig())})
     if config.locomo and not Path(config.locomo).is_file():

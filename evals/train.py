@@ -23,8 +23,8 @@ from torch.nn import functional as F
 from deltamem.evals.conversation import session_numbers
 from deltamem.evals.prompts import answer_ids, encode_chat, question_prompt
 from deltamem.evals.synthetic import build, history_messages, to_training
-from deltamem.runtime.adapter import save_adapter
-from deltamem.runtime.memory_model import MemoryModel
+from deltamem.runtime.model.checkpoint import save_adapter
+from deltamem.runtime.model.memory_model import MemoryModel
 
 TRAINER_STATE = "trainer_state.pt"
 GATE_TARGET = 0.05

@@ -141,36 +141,12 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         parser.error(str(exc))
 
 
-def open_engine(config: ServerConfig, model_dir: Path, adapter_dir: Path | None):
-    """The configured backend: the in-process PyTorch BatchEngine, or SGLang (GPU only; docs/sglang.md)."""
-    if config.backend == "sglang":
-        try:
-            import sglang  # noqa: F401 - fail here, with the reason, rather than deep inside the engine
-
-            from deltamem.runtime.sglang_backend.engine import SGLangEngine
-        except ImportError as exc:
-            raise ImportError(f"--backend sglang needs SGLang on a GPU machine (see docs/sglang.md): {exc}") from exc
-        if adapter_dir is None:
-            raise ValueError("--backend sglang needs an adapter (--adapter DIR)")
-        return SGLangEngine(
-            model_dir, adapter_dir, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens
-        )
-    from deltamem.runtime.engine.batch_engine import BatchEngine
-    from deltamem.runtime.model.backbone import load_model
-
-    loaded = load_model(model_dir, adapter_dir)
-    return BatchEngine(loaded, max_batch=config.max_batch, max_input_tokens=config.max_input_tokens)
-
-
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from deltamem.runtime.model.default_model import DefaultModelUnavailable, default_adapter_dir, prepare_default_model
-    from deltamem.runtime.sessions.store import StoreMismatch
-    from deltamem.service.auth import ApiKeys
-    from deltamem.service.metrics import Metrics
-    from deltamem.service.server import open_sessions, serve_until_signalled, start_server
-    from deltamem.service.tracing import start_tracing, stop_tracing
+    from deltamem.runtime.model.default_model import DefaultModelUnavailable, prepare_default_model
+    from deltamem.service.compose import StartupError, deploy
+    from deltamem.service.server import serve_until_signalled
 
     started = time.monotonic()
     if config.prepare_only:
@@ -181,40 +157,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        model_dir = config.model_dir or prepare_default_model(config.cache_dir)
-        adapter_dir = default_adapter_dir(config.model_dir, config.adapter_dir, config.untrained_adapter)
-        engine = open_engine(config, model_dir, adapter_dir)
-    except (DefaultModelUnavailable, FileNotFoundError, ValueError, ImportError) as exc:
-        log.error("cannot load the model: %s", exc)
-        return 2
-    try:
-        keys = ApiKeys.load(config.api_keys_file, config.api_keys)
-    except (OSError, ValueError) as exc:
-        log.error("cannot load API keys: %s", exc)
-        return 2
-    try:
-        provider = start_tracing() if config.tracing else None
-    except ValueError as exc:
-        log.error("cannot start tracing: %s", exc)
-        return 2
-    log.info("tracing: %s", "OpenTelemetry (OTEL_* settings)" if provider else "off (no OTEL_* exporter set)")
-    try:
-        sessions = open_sessions(engine, config)
-    except StoreMismatch as exc:
+        deployment = deploy(config)
+    except StartupError as exc:
         log.error("%s", exc)
         return 2
-    metrics = Metrics(sessions, engine) if config.metrics_port is not None else None
-    running = start_server(engine, config, sessions, keys, metrics)
-    if metrics is not None:
-        log.info("metrics on http://%s:%d/metrics", config.host, metrics.serve(config.host, config.metrics_port))
-    log.info("authentication: %s", "API keys required" if keys.enabled else "off (no API keys configured)")
+    engine, running = deployment.engine, deployment.running
+    provider = deployment.tracer_provider
+    log.info("tracing: %s", "OpenTelemetry (OTEL_* settings)" if provider else "off (no OTEL_* exporter set)")
+    if deployment.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", config.host, deployment.metrics_port)
+    log.info(
+        "authentication: %s", "API keys required" if deployment.api_keys_enabled else "off (no API keys configured)"
+    )
     transport = "mutual TLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext"
     log.info("transport: %s", transport)
-    # the line tests and operators wait for; it names the port actually bound
+    sessions = deployment.sessions
     log.info("sessions: %s (%d loaded)", config.sessions_dir if config.persist else "in memory only", sessions.count())
+    # the line tests and operators wait for; it names the port actually bound
     log.info(
         "deltamem serving %s on %s:%d (model %s, adapter %s, ready in %.1f s)",
-        model_dir.name,
+        deployment.model_dir.name,
         config.host,
         running.port,
         engine.backbone_fingerprint,
@@ -222,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         time.monotonic() - started,
     )
     serve_until_signalled(running, config.grace_seconds, config.drain_notice_seconds)
-    engine.close()
-    if provider is not None:
-        stop_tracing(provider)  # flushes the last spans
+    deployment.close()
     log.info("deltamem stopped")
     return 0
 

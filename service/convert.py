@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from deltamem.runtime.engine.inputs import UserInput
+from deltamem.runtime.engine.requests import DEFAULT_MAX_NEW_TOKENS, GenerationOptions
 from deltamem.runtime.engine.sampling import SamplingParams
-from deltamem.runtime.engine.sequential import Engine
-from deltamem.runtime.errors import InvalidRequest, StateMismatch
-from deltamem.runtime.sessions.calls import Turn, TurnResult
+from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.sessions.calls import TurnResult
 from deltamem.runtime.sessions.records import SessionInfo
+from deltamem.runtime.sessions.state_codec import ExportedState, StateIdentity, state_checksum
 from deltamem.v1 import memory_service_pb2 as pb
 
 CONTEXT_POLICY_NAMES = {
@@ -37,7 +37,6 @@ FINISH_REASONS = {
     "stop_sequence": pb.FINISH_REASON_STOP_SEQUENCE,
     "length": pb.FINISH_REASON_LENGTH,
 }
-DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def context_policy(value: int) -> str:
@@ -52,17 +51,28 @@ def write_mode(value: int) -> tuple[bool, bool]:
     return WRITE_MODES[value]
 
 
-def turn(engine: Engine, message: pb.Input) -> Turn:
-    """What an Input stands for: chat messages (checked, encoded later against the session's context), or raw
-    text / token ids encoded now."""
+def user_input(message: pb.Input) -> UserInput:
+    """What an Input holds, unchecked: the session call encodes and checks it (engine/inputs.py)."""
     kind = message.WhichOneof("kind")
     if kind == "text":
-        return Turn(encoded=engine.encode_text(message.text))
+        return UserInput(text=message.text)
     if kind == "messages":
-        return Turn(messages=tuple((m.role, m.content) for m in message.messages.messages))
+        return UserInput(messages=tuple((m.role, m.content) for m in message.messages.messages))
     if kind == "token_ids":
-        return Turn(encoded=engine.check_token_ids(list(message.token_ids.ids)))
-    raise InvalidRequest("input is required: set one of text, messages or token_ids")
+        return UserInput(token_ids=tuple(message.token_ids.ids))
+    return UserInput()
+
+
+def generation_options(request: pb.GenerateRequest) -> GenerationOptions:
+    write_input, write_output = write_mode(request.write_mode)
+    return GenerationOptions(
+        sampling=sampling(request.sampling),
+        max_new_tokens=request.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        stop=tuple(request.stop),
+        write_input=write_input,
+        write_output=write_output,
+        ignore_end_of_turn=request.ignore_end_of_turn,
+    )
 
 
 def generate_result(result: TurnResult) -> pb.GenerateResult:
@@ -105,46 +115,18 @@ def session(info: SessionInfo) -> pb.Session:
     )
 
 
-def imported_state(message: pb.MemoryState, engine: Engine) -> torch.Tensor:
-    """The tensor an exported MemoryState holds, after checking that it is whole, intact and made for this
-    server's backbone, adapter and state shape."""
-    expected_shape = list(engine.empty_state().shape)
-    if message.backbone_fingerprint != engine.backbone_fingerprint:
-        raise StateMismatch(
-            f"the memory was made for backbone {message.backbone_fingerprint or '(none)'}; "
-            f"this server runs {engine.backbone_fingerprint}"
-        )
-    if message.adapter_fingerprint != engine.adapter_fingerprint:
-        raise StateMismatch(
-            f"the memory was made for adapter {message.adapter_fingerprint or '(none)'}; "
-            f"this server runs {engine.adapter_fingerprint}"
-        )
-    if list(message.shape) != expected_shape:
-        raise StateMismatch(f"the memory has shape {list(message.shape)}; this server's is {expected_shape}")
-    if message.dtype != "float32":
-        raise InvalidRequest(f"the memory's dtype is {message.dtype!r}; only 'float32' is accepted")
-    per_layer = expected_shape[1] * expected_shape[2] * expected_shape[3]
-    if len(message.layers) != expected_shape[0] or any(len(layer.values) != per_layer for layer in message.layers):
-        raise InvalidRequest(
-            f"the memory must give {expected_shape[0]} layers of {per_layer} values each "
-            "(a ReadState with summary_only has none)"
-        )
-    values = [value for layer in message.layers for value in layer.values]
-    state = torch.tensor(values, dtype=torch.float32).view(expected_shape)
-    if state_checksum(state) != message.checksum:
-        raise InvalidRequest("the memory's values do not match its checksum: it was altered or truncated")
-    if not bool(torch.isfinite(state).all()):
-        raise InvalidRequest("the memory holds values that are not finite")
-    return state
+def exported_state(message: pb.MemoryState) -> ExportedState:
+    return ExportedState(
+        shape=tuple(message.shape),
+        dtype=message.dtype,
+        layers=tuple(tuple(layer.values) for layer in message.layers),
+        checksum=message.checksum,
+        backbone_fingerprint=message.backbone_fingerprint,
+        adapter_fingerprint=message.adapter_fingerprint,
+    )
 
 
-def state_checksum(state: torch.Tensor) -> str:
-    """SHA-256 of the state as little-endian float32, row-major: what clients recompute to verify a read."""
-    array = state.detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4", copy=False)
-    return hashlib.sha256(array.tobytes()).hexdigest()
-
-
-def memory_state(state: torch.Tensor, engine: Engine, summary_only: bool) -> pb.MemoryState:
+def memory_state(state: torch.Tensor, identity: StateIdentity, summary_only: bool) -> pb.MemoryState:
     """state: [L, N, r, r] fp32."""
     state = state.detach().to(torch.float32).cpu()
     layers = []
@@ -162,8 +144,8 @@ def memory_state(state: torch.Tensor, engine: Engine, summary_only: bool) -> pb.
         dtype="float32",
         layers=layers,
         checksum=state_checksum(state),
-        backbone_fingerprint=engine.backbone_fingerprint,
-        adapter_fingerprint=engine.adapter_fingerprint,
+        backbone_fingerprint=identity.backbone,
+        adapter_fingerprint=identity.adapter,
     )
 
 

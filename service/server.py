@@ -13,11 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from deltamem.runtime import tracing
-from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.engine.protocol import Engine
 from deltamem.runtime.sessions.manager import SessionManager
-from deltamem.runtime.sessions.sqlite_store import SqliteStore
-from deltamem.runtime.sessions.store import MemoryStore
-from deltamem.runtime.sessions.traced_store import TracedStore
 from deltamem.service.auth import ApiKeys
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
@@ -54,27 +51,6 @@ class RunningServer:
         self.server.stop(grace).wait()
 
 
-def open_sessions(engine: Engine, config: ServerConfig) -> SessionManager:
-    """The session manager over the configured store: Redis if a URL is given, else SQLite in the data
-    directory, or memory only when persistence is off."""
-    identity = {
-        "backbone": engine.backbone_fingerprint,
-        "adapter": engine.adapter_fingerprint,
-        "state_shape": "x".join(map(str, engine.empty_state().shape)),
-    }
-    if config.store_url:
-        from deltamem.runtime.sessions.redis_store import RedisStore
-
-        store = RedisStore(config.store_url, identity)
-    elif config.persist:
-        store = SqliteStore(config.sessions_dir, identity)
-    else:
-        store = MemoryStore()
-    if tracing.enabled():
-        store = TracedStore(store)
-    return SessionManager(engine.empty_state(), store, config.max_sessions_per_tenant)
-
-
 def tls_credentials(config: ServerConfig) -> grpc.ServerCredentials:
     """TLS with the configured certificate; with a client CA, clients must present a certificate it signed."""
     client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
@@ -87,13 +63,13 @@ def tls_credentials(config: ServerConfig) -> grpc.ServerCredentials:
 
 def start_server(
     engine: Engine,
+    sessions: SessionManager,
     config: ServerConfig,
-    sessions: SessionManager | None = None,
     keys: ApiKeys | None = None,
     metrics=None,
 ) -> RunningServer:
-    """Serve `engine` (with `sessions`, by default memory-only ones, API `keys`, by default none, and
-    optional `metrics`) on config.address."""
+    """Serve `engine` and `sessions` (with API `keys`, by default none, and optional `metrics`) on
+    config.address."""
     limits = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -106,7 +82,6 @@ def start_server(
     )
     from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
-    sessions = sessions if sessions is not None else SessionManager(engine.empty_state())
     servicer = MemoryServicer(engine, sessions, keys, metrics)
     pb_grpc.add_MemoryServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()

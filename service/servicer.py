@@ -7,12 +7,11 @@ import logging
 import grpc
 
 from deltamem.runtime import tracing
-from deltamem.runtime.engine.batch_engine import BatchEngine
-from deltamem.runtime.engine.requests import GenerationRequest
+from deltamem.runtime.engine.protocol import Engine
 from deltamem.runtime.errors import Draining, InvalidRequest
 from deltamem.runtime.sessions.calls import TurnResult, generate_in_session, write_in_session
 from deltamem.runtime.sessions.manager import SessionManager
-from deltamem.runtime.sessions.records import check_session_id
+from deltamem.runtime.sessions.state_codec import StateIdentity, import_state
 from deltamem.service import convert
 from deltamem.service.auth import ApiKeys
 from deltamem.service.errors import map_errors
@@ -21,8 +20,6 @@ from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-MAX_STOP_SEQUENCES = 8
-MAX_STOP_BYTES = 256
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
@@ -32,8 +29,9 @@ class CallAbandoned(Exception):
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
-    def __init__(self, engine: BatchEngine, sessions: SessionManager, keys: ApiKeys | None = None, metrics=None):
+    def __init__(self, engine: Engine, sessions: SessionManager, keys: ApiKeys | None = None, metrics=None):
         self.engine = engine
+        self.identity = StateIdentity.of(engine)
         self.sessions = sessions
         self.keys = keys or ApiKeys({})
         self.metrics = metrics
@@ -55,7 +53,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def CreateSession(self, request, context):
         self._accepting()
         policy = convert.context_policy(request.context_policy)
-        if policy != "none" and not getattr(self.engine, "keeps_context", True):
+        if policy != "none" and not self.engine.keeps_context:
             raise InvalidRequest(f"this server's engine keeps no context: use context policy none, not {policy}")
         info = self.sessions.create(
             dict(request.metadata),
@@ -69,25 +67,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     @map_errors
     def Generate(self, request, context):
         self._accepting()
-        check_session_id(request.session_id)
-        write_input, write_output = convert.write_mode(request.write_mode)
-        stop = tuple(request.stop)
-        if len(stop) > MAX_STOP_SEQUENCES:
-            raise InvalidRequest(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(stop)}")
-        if any(not s or len(s.encode()) > MAX_STOP_BYTES for s in stop):
-            raise InvalidRequest(f"each stop sequence must be 1 to {MAX_STOP_BYTES} bytes")
-        options = GenerationRequest(
-            prompt_ids=(0,),  # replaced by the prompt the session call builds
-            sampling=convert.sampling(request.sampling),
-            max_new_tokens=request.max_new_tokens or convert.DEFAULT_MAX_NEW_TOKENS,
-            stop=stop,
-            write_input=write_input,
-            write_output=write_output,
-            ignore_end_of_turn=request.ignore_end_of_turn,
-        )
-        turn = convert.turn(self.engine, request.input)
+        options = convert.generation_options(request)
+        given = convert.user_input(request.input)
         with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
-            calls = generate_in_session(self.engine, mutation, turn, options, context.is_active)
+            calls = generate_in_session(self.engine, mutation, given, options, context.is_active)
             try:
                 for event in calls:
                     if not context.is_active():
@@ -115,10 +98,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     @map_errors
     def UpdateMemory(self, request, context):
         self._accepting()
-        check_session_id(request.session_id)
-        turn = convert.turn(self.engine, request.input)
+        given = convert.user_input(request.input)
         with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
-            committed = write_in_session(self.engine, mutation, turn, context.is_active)
+            committed = write_in_session(self.engine, mutation, given, context.is_active)
         if committed is None:
             context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled; nothing was written")
         info, written = committed
@@ -132,7 +114,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         tracing.annotate(memory_version=info.memory_version)
         return pb.ReadStateResponse(
             session=convert.session(info),
-            state=convert.memory_state(state, self.engine, request.summary_only),
+            state=convert.memory_state(state, self.identity, request.summary_only),
         )
 
     @map_errors
@@ -152,7 +134,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def ImportState(self, request, context):
         self._accepting()
         tenant = self._tenant(context)
-        state = convert.imported_state(request.state, self.engine)
+        state = import_state(convert.exported_state(request.state), self.identity)
         created = None
         if not request.session_id:
             created = self.sessions.create(dict(request.metadata), tenant=tenant).session_id

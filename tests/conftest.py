@@ -82,10 +82,10 @@ def default_model_dir():
 @pytest.fixture(scope="session")
 def default_engine(default_model_dir):
     """The real default model with the server's default (untrained, deterministic) adapter, in-process."""
-    from deltamem.runtime.engine.sequential import Engine
+    from deltamem.runtime.engine.sequential import SequentialEngine
     from deltamem.runtime.model.backbone import load_model
 
-    return Engine(load_model(default_model_dir))
+    return SequentialEngine(load_model(default_model_dir))
 
 
 @pytest.fixture(scope="session")

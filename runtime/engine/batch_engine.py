@@ -1,10 +1,9 @@
 """The continuous-batching engine: one loop thread runs the model for every request in flight.
 
-Requests of different sessions are admitted between steps (up to `max_batch` at a time), prefilled together
-in ragged batches of up to `prefill_chunk` tokens each, then decoded together one token per step. Each running
-request's memory lives in a slot of the state pool ([max_batch, layers, heads, r, r]); a batched forward reads
-the slots, the fused kernels update every sequence's state, and the slots are written back. Sessions that are
-not running hold no slot: their memory is the committed state in the session manager.
+Requests of different sessions are admitted between steps (up to `max_batch` at a time, scheduler.py), prefilled
+together in ragged batches of up to `prefill_chunk` tokens each, then decoded together one token per step
+(runner.py). Each running request's memory lives in a slot of the state pool (state_pool.py); sessions that are not
+running hold no slot: their memory is the committed state in the session manager.
 
 Keep the loop thread the only long-lived thread that runs model work: with libgomp (PyTorch's OpenMP), a second
 thread that ran a parallel region keeps its worker pool, threads then outnumber cores, its workers' spin-waits are
@@ -12,65 +11,42 @@ throttled, and oneDNN's GEMMs in the loop thread slow by about a quarter for the
 (bench/openmp_threads.py: one forward on the main thread leaves the engine at 0.72x its tokens/s; one on a thread
 that ends leaves no pool behind and costs nothing).
 
-It implements the same `write` / `generate` interface as the sequential `Engine` (its obviously correct twin,
-which the tests compare it with); the caller still commits a returned state only when the whole call succeeded,
-and closing a generation early cancels it at the next step.
+It implements the Engine protocol, as its sequential twin does (engine/sequential.py, which the tests compare it
+with); the caller commits a returned state only when the whole call succeeded, and closing a generation early
+cancels it at the next step.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import torch
 
 from deltamem.runtime.engine.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine.job_trace import NO_TRACE, JobTrace, NoTrace
-from deltamem.runtime.engine.kv import BatchKV, SequenceKV
-from deltamem.runtime.engine.requests import (
-    EncodedInput,
-    GenerationOutcome,
-    GenerationRequest,
-    TokenEvent,
-    token_events,
-)
+from deltamem.runtime.engine.inputs import InputEncoder
+from deltamem.runtime.engine.job import Decoding, Job, JobKind, Phase
+from deltamem.runtime.engine.job_trace import JobTrace
+from deltamem.runtime.engine.kv import SequenceKV
+from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.engine.runner import ModelRunner
 from deltamem.runtime.engine.sampling import make_generator, sample_next
-from deltamem.runtime.engine.sequential import DEFAULT_PREFILL_CHUNK, Engine
+from deltamem.runtime.engine.scheduler import Scheduler
+from deltamem.runtime.engine.sequential import DEFAULT_PREFILL_CHUNK
+from deltamem.runtime.engine.state_pool import StatePool
+from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
+from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.model.backbone import LoadedModel
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 8
-PREFILL, DECODE, CLOSING, OUTPUT_MESSAGE, DONE = "prefill", "decode", "closing", "output_message", "done"
 
 
-@dataclass
-class _Job:
-    tokens: tuple[int, ...]
-    message_ids: tuple[int, ...]
-    write_input: bool
-    request: GenerationRequest | None  # None: a write (UpdateMemory)
-    initial_state: torch.Tensor
-    kv: SequenceKV
-    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    slot: int = -1
-    base: int = 0  # tokens already in `kv` when the job started (a kept context)
-    reencode: bool = False  # a read-only prefill whose result is the KV, not a state
-    phase: str = PREFILL
-    fed: int = 0  # prompt tokens processed
-    generated: list[int] = field(default_factory=list)
-    next_token: int | None = None
-    finish: str = ""
-    detok: IncrementalDetokenizer | None = None
-    generator: torch.Generator | None = None
-    trace: NoTrace = NO_TRACE  # its spans, when tracing is on
+class BatchEngine:
+    keeps_context = True
 
-
-class BatchEngine(Engine):
     def __init__(
         self,
         loaded: LoadedModel,
@@ -78,53 +54,68 @@ class BatchEngine(Engine):
         max_batch: int = DEFAULT_MAX_BATCH,
         max_input_tokens: int | None = None,
     ):
-        super().__init__(loaded, prefill_chunk)
-        self.max_input_tokens = max_input_tokens
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.backbone_fingerprint = loaded.backbone_fingerprint
+        self.adapter_fingerprint = loaded.adapter_fingerprint
+        self.prefill_chunk = prefill_chunk
         self.max_batch = max_batch
-        self.pool = self.model.empty_state(max_batch, self.device)  # the state pool
-        self._free_slots = list(range(max_batch))
-        self._pending: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._running: list[_Job] = []
+        self.device = next(self.model.parameters()).device
+        vocab_size = self.model.backbone.get_input_embeddings().num_embeddings
+        self.inputs = InputEncoder(self.tokenizer, vocab_size, max_input_tokens)
+        self.end_of_turn_ids = end_of_turn_ids(self.model.backbone.generation_config.eos_token_id, self.tokenizer)
+        self.pool = StatePool(max_batch, self.model.state_shape, device=self.device)
+        self.scheduler = Scheduler(self.pool)
+        self.runner = ModelRunner(self.model, self.pool, self.device)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self.steps = 0  # forwards run, for tests and metrics
-        self.max_batch_seen = 0
+        self._start_lock = threading.Lock()  # orders submissions against the loop's start and stop
+        self._closing = False
+        self._stopped = False  # the loop has ended: submissions are refused rather than left waiting
 
-    # ---- the public interface, as Engine's -----------------------------------------------------------------
+    # ---- the Engine protocol -------------------------------------------------------------------------------
     @property
     def slots_in_use(self) -> int:
-        """State-pool slots held by requests in flight (read by metrics; a racy read is fine there)."""
-        return self.max_batch - len(self._free_slots)
+        return self.pool.in_use
+
+    @property
+    def steps(self) -> int:
+        return self.runner.steps
+
+    @property
+    def max_batch_seen(self) -> int:
+        return self.runner.max_batch_seen
+
+    def empty_state(self) -> torch.Tensor:
+        return self.model.empty_state(1, self.device)[0]
 
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        self.check_write_input(encoded)
-        job = self._submit(encoded.ids, encoded.message_ids, True, None, state, kind="write")
-        outcome = self._next_event(job)
-        written = encoded.tokens_written(self.model.writes_messages)
-        return outcome, written
+        if not encoded.ids:
+            raise InvalidRequest("nothing to write: the input is empty")
+        job = self._job(JobKind.WRITE, encoded.ids, encoded.message_ids, True, state)
+        self._submit(job)
+        return job.next_event(), encoded.tokens_written(self.model.writes_messages)
 
     def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int) -> SequenceKV:
-        """The KV of `tokens` read (not written) under `state`, placed at absolute positions from `position`:
-        how a kept context is rebuilt when the memory it was computed under has changed."""
         kv = SequenceKV(self.model.num_layers)
         kv.position = position
-        job = self._submit(tokens, (-1,) * len(tokens), False, None, state, kv, kind="context")
-        job.reencode = True
-        return self._next_event(job)
+        job = self._job(JobKind.REENCODE, tokens, (-1,) * len(tokens), False, state, kv)
+        self._submit(job)
+        return job.next_event()
 
     def generate(
         self, state: torch.Tensor, request: GenerationRequest, context: SequenceKV | None = None
     ) -> Iterator[TokenEvent | GenerationOutcome]:
-        """As Engine.generate; `context` (owned by this call from now on) is KV to continue after."""
-        self.check_input_length(len(request.prompt_ids))
         message_ids = request.prompt_message_ids or (0,) * len(request.prompt_ids)
-        job = self._submit(request.prompt_ids, message_ids, request.write_input, request, state, context)
+        job = self._job(JobKind.GENERATE, request.prompt_ids, message_ids, request.write_input, state, context)
+        job.request = request
+        job.decoding = Decoding(IncrementalDetokenizer(self.tokenizer, request.stop), make_generator(request.sampling))
+        self._submit(job)
         try:
             while True:
-                event = self._next_event(job)
+                event = job.next_event()
                 yield event
                 if isinstance(event, GenerationOutcome):
                     return
@@ -140,210 +131,139 @@ class BatchEngine(Engine):
             self._thread.join(timeout)
 
     # ---- submission -----------------------------------------------------------------------------------------
-    def _submit(self, tokens, message_ids, write_input, request, state, kv=None, kind="generate") -> _Job:
+    def _job(self, kind, tokens, message_ids, write_input, state, kv=None) -> Job:
         kv = kv if kv is not None else SequenceKV(self.model.num_layers)
-        job = _Job(
+        return Job(
+            kind=kind,
             tokens=tuple(tokens),
             message_ids=tuple(message_ids),
             write_input=write_input,
-            request=request,
             initial_state=state.to(self.device, torch.float32),
             kv=kv,
-            base=kv.length,
-            trace=JobTrace.start(kind, len(tokens), kv.length),
+            trace=JobTrace.start(kind.value, len(tokens), kv.length),
         )
-        if request is not None:
-            job.detok = IncrementalDetokenizer(self.tokenizer, request.stop)
-            job.generator = make_generator(request.sampling)
+
+    def _submit(self, job: Job) -> None:
         with self._start_lock:
+            if self._closing or self._stopped:
+                raise RuntimeError("the engine stopped: it takes no more requests")
             if self._thread is None:
-                self._closing = False
                 self._thread = threading.Thread(target=self._loop, name="deltamem-engine", daemon=True)
                 self._thread.start()
-        self._pending.put(job)
+            self.scheduler.submit(job)
         self._wake.set()
-        return job
-
-    @staticmethod
-    def _next_event(job: _Job):
-        event = job.events.get()
-        if isinstance(event, BaseException):
-            raise event
-        return event
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def _loop(self) -> None:
         try:
-            self._run_until_closed()
+            while not self._closing:
+                self._step()
+        except BaseException:
+            log.exception("the engine loop stopped")
+            raise
         finally:
-            stopped = RuntimeError("the engine stopped before this request finished")
-            for job in self._running:
-                job.trace.failed(stopped)
-                job.events.put(stopped)
-            while True:
+            with self._start_lock:
+                self._stopped = True
+            self.scheduler.fail_all(RuntimeError("the engine stopped before this request finished"))
+
+    def _step(self) -> None:
+        self.scheduler.admit()
+        if not self.scheduler.running:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            return
+        for phases, step in (
+            ((Phase.PREFILL, Phase.OUTPUT_MESSAGE), self._step_prefill),
+            ((Phase.DECODE, Phase.FEED_LAST), self._step_decode),
+        ):
+            group = self.scheduler.ready(phases)
+            if group:
                 try:
-                    job = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                job.trace.failed(stopped)
-                job.events.put(stopped)
+                    step(group)
+                except Exception as exc:  # noqa: BLE001 - reported to the requests, the loop lives on
+                    log.exception("engine step failed")
+                    for job in group:
+                        job.fail(exc)
+        self.scheduler.retire()
 
-    def _run_until_closed(self) -> None:
-        while not self._closing:
-            self._admit()
-            if not self._running:
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            for phases, step in (
-                ((PREFILL, OUTPUT_MESSAGE), self._step_prefill),
-                ((DECODE, CLOSING), self._step_decode),
-            ):
-                group = [job for job in self._running if job.phase in phases and not job.cancelled.is_set()]
-                if group:
-                    try:
-                        step(group)
-                    except Exception as exc:  # noqa: BLE001 - reported to the requests, the loop lives on
-                        log.exception("engine step failed")
-                        for job in group:
-                            job.trace.failed(exc)
-                            job.events.put(exc)
-                            job.phase = DONE
-            self._retire()
-
-    def _admit(self) -> None:
-        self._retire()
-        while self._free_slots:
-            try:
-                job = self._pending.get_nowait()
-            except queue.Empty:
-                return
-            if job.cancelled.is_set():
-                job.trace.abandoned("cancelled")
-                continue
-            job.slot = self._free_slots.pop(0)
-            self.pool[job.slot] = job.initial_state
-            self._running.append(job)
-            job.trace.admitted(job.slot, len(self._running))
-
-    def _retire(self) -> None:
-        keep = []
-        for job in self._running:
-            if job.phase == DONE or job.cancelled.is_set():
-                job.trace.abandoned("cancelled")  # a no-op for a request that ended
-                self._free_slots.append(job.slot)
-            else:
-                keep.append(job)
-        self._running = keep
-
-    def _forward(self, jobs: list[_Job], chunks: list[list[int]], writes: list[bool], messages: list[list[int]]):
-        """One batched forward: job b feeds chunks[b]; returns logits at each job's last fed token."""
-        lengths = [len(c) for c in chunks]
-        width = max(lengths)
-        ids = torch.zeros(len(jobs), width, dtype=torch.long, device=self.device)
-        write_mask = torch.zeros(len(jobs), width, dtype=torch.bool, device=self.device)
-        message_ids = torch.full((len(jobs), width), -1, dtype=torch.long, device=self.device)
-        for b, (chunk, write, owners) in enumerate(zip(chunks, writes, messages, strict=True)):
-            ids[b, : len(chunk)] = torch.tensor(chunk, device=self.device)
-            write_mask[b, : len(chunk)] = write
-            if write:
-                message_ids[b, : len(chunk)] = torch.tensor(owners, device=self.device)
-        kv = BatchKV([job.kv for job in jobs], lengths)
-        slots = torch.tensor([job.slot for job in jobs], device=self.device)
-        with torch.inference_mode():
-            out = self.model(
-                ids,
-                self.pool[slots],
-                write=True,
-                write_mask=None if self.model.writes_messages else write_mask,
-                message_ids=message_ids if self.model.writes_messages else None,
-                past_key_values=kv,
-                use_cache=True,
-                attention_mask=kv.attention_mask(width, self.device),
-                position_ids=kv.position_ids(width, self.device),
-                logits_at=torch.tensor([n - 1 for n in lengths], device=self.device),
-            )
-            self.pool[slots] = out.state
-        kv.commit()
-        for job in jobs:
-            job.trace.step(len(jobs))
-        self.steps += 1
-        self.max_batch_seen = max(self.max_batch_seen, len(jobs))
-        return out.logits
-
-    def _step_prefill(self, jobs: list[_Job]) -> None:
+    def _step_prefill(self, jobs: list[Job]) -> None:
         chunks, writes, messages = [], [], []
         for job in jobs:
-            if job.phase == OUTPUT_MESSAGE:
+            if job.phase is Phase.OUTPUT_MESSAGE:
                 # message_mean: the output, re-run over the prompt's KV, is written as one more message
+                generated = job.decoding.generated
                 job.kv.truncate(job.base + len(job.tokens))
-                chunks.append(job.generated)
+                chunks.append(generated)
                 writes.append(job.request.write_output)
-                messages.append([max(job.message_ids, default=0) + 1] * len(job.generated))
+                messages.append([max(job.message_ids, default=0) + 1] * len(generated))
                 continue
             size = len(job.tokens) - job.fed if self.model.writes_messages else self.prefill_chunk
             chunks.append(list(job.tokens[job.fed : job.fed + size]))
             writes.append(job.write_input)
             messages.append(list(job.message_ids[job.fed : job.fed + size]))
-        logits = self._forward(jobs, chunks, writes, messages)
+        logits = self.runner.forward(jobs, chunks, writes, messages)
         for b, job in enumerate(jobs):
-            if job.phase == OUTPUT_MESSAGE:
+            if job.phase is Phase.OUTPUT_MESSAGE:
                 self._finish(job)
                 continue
             job.fed += len(chunks[b])
             if job.fed < len(job.tokens):
                 continue
             job.trace.prefilled()
-            if job.request is None:
-                job.events.put(job.kv if job.reencode else self.pool[job.slot].clone())
-                job.phase = DONE
+            if job.kind is JobKind.WRITE:
+                job.deliver(self.pool.read(job.slot))
+                job.phase = Phase.DONE
+            elif job.kind is JobKind.REENCODE:
+                job.deliver(job.kv)
+                job.phase = Phase.DONE
             else:
-                self._accept(job, sample_next(logits[b], job.request.sampling, job.generator))
+                self._accept(job, sample_next(logits[b], job.request.sampling, job.decoding.generator))
 
-    def _step_decode(self, jobs: list[_Job]) -> None:
+    def _step_decode(self, jobs: list[Job]) -> None:
         writes = [job.request.write_output and not self.model.writes_messages for job in jobs]
-        logits = self._forward(jobs, [[job.next_token] for job in jobs], writes, [[-1] for _ in jobs])
+        logits = self.runner.forward(jobs, [[job.decoding.next_token] for job in jobs], writes, [[-1] for _ in jobs])
         for b, job in enumerate(jobs):
-            if job.phase == CLOSING:
+            if job.phase is Phase.FEED_LAST:
                 self._finish(job)
             else:
-                self._accept(job, sample_next(logits[b], job.request.sampling, job.generator))
+                self._accept(job, sample_next(logits[b], job.request.sampling, job.decoding.generator))
 
-    def _accept(self, job: _Job, token: int) -> None:
+    def _accept(self, job: Job, token: int) -> None:
         """A token was sampled: stream it, and decide whether generation goes on."""
-        job.generated.append(token)
-        events, finish = token_events(job.detok, token, self.end_of_turn_ids, job.request, len(job.generated))
+        decoding = job.decoding
+        decoding.generated.append(token)
+        events, finish = token_events(decoding.detok, token, self.end_of_turn_ids, job.request, len(decoding.generated))
         for event in events:
-            job.events.put(event)
+            job.deliver(event)
         if finish is None:
-            job.next_token, job.phase = token, DECODE
+            decoding.next_token, job.phase = token, Phase.DECODE
         else:
-            job.finish = finish
-            self._close(job)
+            decoding.finish = finish
+            self._end_generation(job)
 
-    def _close(self, job: _Job) -> None:
+    def _end_generation(self, job: Job) -> None:
         """Generation ended: the output still has to be written where the request asks for it, and fed in full
         when the request keeps its KV as context."""
         request = job.request
         if not (request.write_output or request.keep_context):
             self._finish(job)
         elif self.model.writes_messages:
-            job.phase = OUTPUT_MESSAGE
+            job.phase = Phase.OUTPUT_MESSAGE
         else:
-            job.next_token, job.phase = job.generated[-1], CLOSING  # feed the last token
+            job.decoding.next_token, job.phase = job.decoding.generated[-1], Phase.FEED_LAST
 
-    def _finish(self, job: _Job) -> None:
-        request = job.request
-        job.events.put(
+    def _finish(self, job: Job) -> None:
+        request, decoding = job.request, job.decoding
+        job.deliver(
             GenerationOutcome(
-                state=self.pool[job.slot].clone(),
-                finish_reason=job.finish,
+                state=self.pool.read(job.slot),
+                finish_reason=decoding.finish,
                 prompt_tokens=len(job.tokens),
-                generated_tokens=len(job.generated),
-                written_tokens=request.tokens_written(len(job.generated), self.model.writes_messages),
-                text=job.detok.text,
+                generated_tokens=len(decoding.generated),
+                written_tokens=request.tokens_written(len(decoding.generated), self.model.writes_messages),
+                text=decoding.detok.text,
                 context=job.kv if request.keep_context else None,
             )
         )
-        job.trace.finished(generated_tokens=len(job.generated), finish_reason=job.finish)
-        job.phase = DONE
+        job.trace.finished(generated_tokens=len(decoding.generated), finish_reason=decoding.finish)
+        job.phase = Phase.DONE

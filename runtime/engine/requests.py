@@ -1,7 +1,9 @@
-"""The engine's vocabulary: encoded input, a generation request, and the events and outcome it streams back."""
+"""The engine's vocabulary: encoded input, what a client asks of a generation, the request the engine runs, and
+the events and outcome it streams back."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +12,9 @@ from deltamem.runtime.engine.sampling import SamplingParams
 from deltamem.runtime.errors import InvalidRequest
 
 MAX_NEW_TOKENS = 4096
+DEFAULT_MAX_NEW_TOKENS = 256
+MAX_STOP_SEQUENCES = 8
+MAX_STOP_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -28,17 +33,48 @@ class EncodedInput:
         return self.num_written if writes_messages else len(self.ids)
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt_ids: tuple[int, ...]
+@dataclass(frozen=True, kw_only=True)
+class GenerationOptions:
+    """What a client asks of a generation, apart from its prompt: checked here, once, before any work."""
+
     sampling: SamplingParams = SamplingParams()
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     stop: tuple[str, ...] = ()
     write_input: bool = True
     write_output: bool = True
     ignore_end_of_turn: bool = False
-    keep_context: bool = False  # return the KV of prompt + output (batched engine only)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise InvalidRequest(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
+        if self.write_output and not self.write_input:
+            raise InvalidRequest("writing the output without the input is not a supported write mode")
+        if len(self.stop) > MAX_STOP_SEQUENCES:
+            raise InvalidRequest(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(self.stop)}")
+        if any(not s or len(s.encode()) > MAX_STOP_BYTES for s in self.stop):
+            raise InvalidRequest(f"each stop sequence must be 1 to {MAX_STOP_BYTES} bytes")
+
+
+@dataclass(frozen=True)
+class GenerationRequest(GenerationOptions):
+    """A prompt with the options to generate from it: what an engine runs. The option fields are keyword-only."""
+
+    prompt_ids: tuple[int, ...]
+    _: dataclasses.KW_ONLY
     prompt_message_ids: tuple[int, ...] | None = None  # message_mean adapters: None = one message
+    keep_context: bool = False  # return the KV of prompt + output (engines that keep context)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.prompt_ids:
+            raise InvalidRequest("the input is empty: give at least one token")
+        if self.prompt_message_ids is not None and len(self.prompt_message_ids) != len(self.prompt_ids):
+            raise InvalidRequest("prompt_message_ids must give one message id per prompt token")
+
+    @classmethod
+    def of(cls, prompt: EncodedInput, options: GenerationOptions, keep_context: bool = False) -> GenerationRequest:
+        fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(GenerationOptions)}
+        return cls(prompt_ids=prompt.ids, prompt_message_ids=prompt.message_ids, keep_context=keep_context, **fields)
 
     def tokens_written(self, num_generated: int, writes_messages: bool) -> int:
         """Tokens this generation writes: the prompt's (only its messages' under message_mean) and the output."""
@@ -47,16 +83,6 @@ class GenerationRequest:
             prompt = sum(1 for m in self.prompt_message_ids if m >= 0)
         return (prompt if self.write_input else 0) + (num_generated if self.write_output else 0)
 
-    def __post_init__(self) -> None:
-        if self.prompt_message_ids is not None and len(self.prompt_message_ids) != len(self.prompt_ids):
-            raise InvalidRequest("prompt_message_ids must give one message id per prompt token")
-        if not self.prompt_ids:
-            raise InvalidRequest("the input is empty: give at least one token")
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise InvalidRequest(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
-        if self.write_output and not self.write_input:
-            raise InvalidRequest("writing the output without the input is not a supported write mode")
-
 
 @dataclass(frozen=True)
 class TokenEvent:
@@ -64,25 +90,9 @@ class TokenEvent:
     text: str
 
 
-def token_events(detok, token: int, end_of_turn_ids, request: GenerationRequest, generated: int):
-    """(events, finish reason) for one sampled token, the `generated`-th: the reason is None while generation goes
-    on. A stop sequence or the end of the turn ends it with the rest of the text in this token's event; reaching
-    max_new_tokens ends it after this token, the detokenizer's held-back tail following as an event of its own.
-    Every engine streams by this one rule."""
-    text = detok.add(token)
-    if detok.stopped:
-        return [TokenEvent((token,), text + detok.flush())], "stop_sequence"
-    if token in end_of_turn_ids and not request.ignore_end_of_turn:
-        return [TokenEvent((token,), text + detok.flush())], "end_of_turn"
-    if generated >= request.max_new_tokens:
-        tail = detok.flush()
-        return [TokenEvent((token,), text), *([TokenEvent((), tail)] if tail else [])], "length"
-    return [TokenEvent((token,), text)], None
-
-
 @dataclass(frozen=True)
 class GenerationOutcome:
-    state: torch.Tensor  # [L, N, r, r], the memory after the call
+    state: torch.Tensor  # [L, N, r, r], the memory after the call; the caller owns it (no other reference)
     finish_reason: str  # "end_of_turn" | "stop_sequence" | "length"
     prompt_tokens: int
     generated_tokens: int

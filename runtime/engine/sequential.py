@@ -1,8 +1,8 @@
-"""The embedded PyTorch engine: writes text into a memory state and generates while reading and writing it.
+"""The sequential engine: the obviously correct twin of the batching engine, one request at a time.
 
-The engine is pure computation on explicit states: it never owns a session, so a caller commits the state it
-returns only when the whole call succeeded (and drops it on failure or cancellation). One lock serialises model
-forwards, because the adapter hooks share one pass context; continuous batching replaces this (issue 4).
+It runs each call alone through Hugging Face's own `DynamicCache` and masks; the tests run the same requests
+through both engines and compare tokens and states. It keeps no context across calls (the kept-context policies
+need the batching engine's KV) and implements the same Engine protocol, inheriting nothing.
 """
 
 from __future__ import annotations
@@ -13,24 +13,20 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import DynamicCache
 
-from deltamem.runtime.engine.chat_spans import chat_tokens_with_message_ids
 from deltamem.runtime.engine.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine.requests import (
-    EncodedInput,
-    GenerationOutcome,
-    GenerationRequest,
-    TokenEvent,
-    token_events,
-)
+from deltamem.runtime.engine.inputs import InputEncoder
+from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
 from deltamem.runtime.engine.sampling import make_generator, sample_next
+from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.model.backbone import LoadedModel
 
 DEFAULT_PREFILL_CHUNK = 512
 
 
-class Engine:
-    max_input_tokens: int | None = None  # tokens per call; None = no limit (the serving engines set one)
+class SequentialEngine:
+    keeps_context = False
+    max_batch = 1
 
     def __init__(self, loaded: LoadedModel, prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
         self.model = loaded.model
@@ -39,55 +35,16 @@ class Engine:
         self.adapter_fingerprint = loaded.adapter_fingerprint
         self.prefill_chunk = prefill_chunk
         self.device = next(self.model.parameters()).device
-        self.vocab_size = self.model.backbone.get_input_embeddings().num_embeddings
-        self._lock = threading.Lock()
-        eos = self.model.backbone.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos_ids.add(self.tokenizer.eos_token_id)
-        self.end_of_turn_ids = frozenset(eos_ids)
+        self.inputs = InputEncoder(self.tokenizer, self.model.backbone.get_input_embeddings().num_embeddings)
+        self.end_of_turn_ids = end_of_turn_ids(self.model.backbone.generation_config.eos_token_id, self.tokenizer)
+        self._lock = threading.Lock()  # one forward at a time: the model's q/o forwards share one pass
+        self.slots_in_use = 0
 
-    # ---- input checks every engine shares -------------------------------------------------------------------
-    def check_input_length(self, count: int) -> None:
-        if self.max_input_tokens is not None and count > self.max_input_tokens:
-            raise InvalidRequest(f"the input has {count} tokens; this server takes at most {self.max_input_tokens}")
+    def close(self) -> None:
+        pass
 
-    def check_write_input(self, encoded: EncodedInput) -> None:
-        """A write refuses an empty input and one over the length limit."""
-        if not encoded.ids:
-            raise InvalidRequest("nothing to write: the input is empty")
-        self.check_input_length(len(encoded.ids))
-
-    # ---- tokenisation -------------------------------------------------------------------------------------
-    def encode_text(self, text: str) -> EncodedInput:
-        """Raw text, tokenised as is; for message_mean adapters it is one message."""
-        if not text:
-            raise InvalidRequest("the input text is empty")
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return EncodedInput(tuple(ids), (0,) * len(ids))
-
-    @staticmethod
-    def check_chat(messages: Sequence[tuple[str, str]]) -> None:
-        if not messages:
-            raise InvalidRequest("the input has no chat messages")
-        for index, (role, _content) in enumerate(messages):
-            if role not in ("system", "user", "assistant"):
-                raise InvalidRequest(f"messages[{index}].role must be system, user or assistant, got {role!r}")
-
-    def encode_messages(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> EncodedInput:
-        self.check_chat(messages)
-        chat = [{"role": role, "content": content} for role, content in messages]
-        ids, owners = chat_tokens_with_message_ids(self.tokenizer, chat, add_generation_prompt)
-        return EncodedInput(tuple(ids), tuple(owners))
-
-    def check_token_ids(self, ids: Sequence[int]) -> EncodedInput:
-        """Pre-tokenised input; for message_mean adapters it is one message."""
-        if not ids:
-            raise InvalidRequest("token_ids is empty")
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
-        return EncodedInput(tuple(ids), (0,) * len(ids))
+    def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int):
+        raise InvalidRequest("the sequential engine keeps no KV context: use sessions with context policy 'none'")
 
     # ---- computation --------------------------------------------------------------------------------------
     def empty_state(self) -> torch.Tensor:
@@ -136,17 +93,21 @@ class Engine:
 
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
         """Write the input into a copy of `state` ([L, N, r, r]); return the new state and tokens written."""
-        self.check_write_input(encoded)
+        if not encoded.ids:
+            raise InvalidRequest("nothing to write: the input is empty")
         _, new_state = self._prefill(encoded.ids, state, True, DynamicCache(), encoded.message_ids)
         written = encoded.tokens_written(self.model.writes_messages)
         return new_state, written
 
     def generate(
-        self, state: torch.Tensor, request: GenerationRequest, cache: DynamicCache | None = None
+        self, state: torch.Tensor, request: GenerationRequest, context: DynamicCache | None = None
     ) -> Iterator[TokenEvent | GenerationOutcome]:
         """Yield a TokenEvent per generated token, then one GenerationOutcome. Closing the iterator early
-        abandons the call; `state` itself is never modified. `cache` (extended in place) is KV to continue."""
-        cache = cache if cache is not None else DynamicCache()
+        abandons the call; `state` itself is never modified. `context` (extended in place) is KV to continue
+        after; the KV is never handed back, so requests that keep their context are refused."""
+        if request.keep_context:
+            raise InvalidRequest("the sequential engine keeps no KV context: use sessions with context policy 'none'")
+        cache = context if context is not None else DynamicCache()
         base = cache.get_seq_length()
         logits, state = self._prefill(request.prompt_ids, state, request.write_input, cache, request.prompt_message_ids)
         # token-state adapters write each generated token as it is fed back; message-mean ones write the whole

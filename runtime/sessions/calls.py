@@ -1,4 +1,4 @@
-"""A Generate or UpdateMemory call within a session: choosing the context, building the prompt, running the
+"""A Generate or UpdateMemory call within a session: choosing the context, encoding the input, running the
 engine and committing the result, with the memory, its version and the kept context published together.
 
 The servicer only translates protobuf to these calls and their events back; the engine only computes.
@@ -10,26 +10,12 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from deltamem.runtime.engine.batch_engine import BatchEngine
-from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
-from deltamem.runtime.engine.sequential import Engine
-from deltamem.runtime.sessions.kept_context import SessionContext, chat_continuation, extend_context
+from deltamem.runtime.engine.inputs import UserInput
+from deltamem.runtime.engine.protocol import Engine
+from deltamem.runtime.engine.requests import GenerationOptions, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.sessions.kept_context import SessionContext, extend_context
 from deltamem.runtime.sessions.manager import Mutation
 from deltamem.runtime.sessions.records import SessionInfo
-
-
-@dataclass(frozen=True)
-class Turn:
-    """What a call feeds the model: chat messages, or input already encoded (raw text or token ids)."""
-
-    messages: tuple[tuple[str, str], ...] = ()
-    encoded: EncodedInput | None = None
-
-    def __post_init__(self) -> None:
-        if self.encoded is None:
-            Engine.check_chat(self.messages)  # the one check of chat input (roles, not empty)
-        elif self.messages:
-            raise ValueError("a turn is chat messages or encoded input, not both")
 
 
 @dataclass(frozen=True)
@@ -38,7 +24,7 @@ class TurnResult:
     session: SessionInfo  # after the commit
 
 
-def current_context(engine: BatchEngine, mutation: Mutation) -> SessionContext | None:
+def current_context(engine: Engine, mutation: Mutation) -> SessionContext | None:
     """The session's kept context, re-encoded read-only under the current memory if the memory changed since
     its KV was computed, so that no KV from another memory is ever attended to."""
     kept = mutation.context
@@ -49,30 +35,19 @@ def current_context(engine: BatchEngine, mutation: Mutation) -> SessionContext |
 
 
 def generate_in_session(
-    engine: BatchEngine,
+    engine: Engine,
     mutation: Mutation,
-    turn: Turn,
-    options: GenerationRequest,
+    given: UserInput,
+    options: GenerationOptions,
     still_wanted: Callable[[], bool],
 ) -> Iterator[TokenEvent | TurnResult]:
-    """Stream a generation for `turn`; `options` carries the sampling and write settings (its prompt is
-    replaced). Commits only if `still_wanted()` holds when the generation ends; closing early commits nothing."""
+    """Stream a generation for the input `given`. Commits only if `still_wanted()` holds when the generation
+    ends; closing early commits nothing."""
     keeps = mutation.info.context_policy != "none"
     kept = current_context(engine, mutation) if keeps else None
-    if turn.messages:
-        if keeps:
-            prompt = chat_continuation(engine.tokenizer, kept, turn.messages)
-        else:
-            prompt = engine.encode_messages(turn.messages, add_generation_prompt=True)
-    else:
-        prompt = turn.encoded
-    request = dataclasses.replace(
-        options, prompt_ids=prompt.ids, prompt_message_ids=prompt.message_ids, keep_context=keeps
-    )
-    if keeps:
-        events = engine.generate(mutation.state, request, kept.kv.clone() if kept else None)
-    else:
-        events = engine.generate(mutation.state, request)
+    prompt = engine.inputs.encode(given, add_generation_prompt=True, after=kept)
+    request = GenerationRequest.of(prompt, options, keep_context=keeps)
+    events = engine.generate(mutation.state, request, kept.kv.clone() if kept else None)
     generated: list[int] = []
     try:
         for event in events:
@@ -85,12 +60,13 @@ def generate_in_session(
             written = event.written_tokens
             new_context = None
             if keeps:
-                reply = (("assistant", event.text),) if turn.messages else ()
+                turn = given.messages or ()
+                reply = (("assistant", event.text),) if turn else ()
                 new_context = extend_context(
                     kept,
                     event.context,
                     prompt.ids + tuple(generated),
-                    turn.messages + reply,
+                    turn + reply,
                     mutation.info.memory_version + (1 if written else 0),
                     mutation.info.window_tokens or None,
                 )
@@ -101,12 +77,12 @@ def generate_in_session(
 
 
 def write_in_session(
-    engine: BatchEngine, mutation: Mutation, turn: Turn, still_wanted: Callable[[], bool]
+    engine: Engine, mutation: Mutation, given: UserInput, still_wanted: Callable[[], bool]
 ) -> tuple[SessionInfo, int] | None:
-    """UpdateMemory: write the turn into memory only; returns the session after the commit and the tokens
+    """UpdateMemory: write the input into memory only; returns the session after the commit and the tokens
     written, or None (nothing committed) if the call stopped being wanted. The kept context stays; its KV is
     re-encoded under the new memory at the next Generate."""
-    encoded = engine.encode_messages(turn.messages, add_generation_prompt=False) if turn.messages else turn.encoded
+    encoded = engine.inputs.encode(given, add_generation_prompt=False)
     new_state, written = engine.write(mutation.state, encoded)
     if not still_wanted():
         return None

@@ -1,5 +1,5 @@
-"""Kept context (the `full` and `window(n)` policies): a session's recent tokens, their KV, and how a new turn
-continues them.
+"""Kept context (the `full` and `window(n)` policies): a session's recent tokens, their KV and chat turns (a new
+turn's tokens continue them: engine/inputs.py).
 
 A context is a cache; the memory is the durable record. Its KV was computed under the memory's evolution up to
 `memory_version`, and it is reused only while the session's memory is still at that version: after anything
@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from deltamem.runtime.engine.chat_spans import chat_tokens_with_message_ids
 from deltamem.runtime.engine.kv import SequenceKV
-from deltamem.runtime.engine.requests import EncodedInput
 
 
 @dataclass(frozen=True)
@@ -28,25 +26,6 @@ class SessionContext:
     @property
     def start_position(self) -> int:
         return self.total_tokens - len(self.tokens)
-
-
-def chat_continuation(tokenizer, context: SessionContext | None, messages: Sequence[tuple[str, str]]) -> EncodedInput:
-    """The tokens that continue `context` with new chat `messages` (plus the generation prompt), as the chat
-    template renders the whole conversation. When the kept tokens are exactly the template's rendering so far,
-    the continuation starts right after them; otherwise (an output cut by a stop sequence, say) it starts
-    where the template's rendering of the earlier turns ends."""
-    history = list(context.messages) if context else []
-    chat = [{"role": role, "content": content} for role, content in [*history, *messages]]
-    ids, owners = chat_tokens_with_message_ids(tokenizer, chat, add_generation_prompt=True)
-    cut = 0
-    if context is not None:
-        start, end = context.start_position, context.total_tokens
-        if tuple(ids[start:end]) == context.tokens:
-            cut = end
-        elif history:
-            before = [{"role": role, "content": content} for role, content in history]
-            cut = len(chat_tokens_with_message_ids(tokenizer, before, add_generation_prompt=False)[0])
-    return EncodedInput(tuple(ids[cut:]), tuple(owners[cut:]))
 
 
 def extend_context(

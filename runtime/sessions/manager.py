@@ -39,12 +39,11 @@ class Mutation:
         self.committed: SessionInfo | None = None
 
     def commit(self, new_state: torch.Tensor | None, tokens_written: int, context: object | None = None) -> SessionInfo:
-        """Publish the call's result at once: a new memory (version n+1; None keeps the memory and its version)
-        and the context to keep (None: none)."""
+        """Publish the call's result at once: a new memory (version n+1; None keeps the memory and its version),
+        which the store copies, and the context to keep (None: none)."""
         if self.committed is not None:
             raise RuntimeError("a mutation commits at most once")
-        state = None if new_state is None else new_state.detach().clone()
-        self.committed = self._manager._publish(self.info, state, tokens_written, context)
+        self.committed = self._manager._publish(self.info, new_state, tokens_written, context)
         return self.committed
 
 

@@ -1,5 +1,5 @@
-"""SGLangEngine: the engine interface the service uses (write, generate, encode_context, encode_messages,
-tokenizer, slots_in_use, close), on top of `sglang.Engine` running our EntryClass.
+"""SGLangEngine: the Engine protocol the service uses (engine/protocol.py), on top of `sglang.Engine` running our
+EntryClass.
 
 Only GPU machines run this (SGLang needs CUDA); see docs/sglang.md for what has been run. Differences from the
 PyTorch BatchEngine, each deliberate:
@@ -26,15 +26,10 @@ from pathlib import Path
 import torch
 
 from deltamem.runtime.engine.detokenizer import IncrementalDetokenizer
-from deltamem.runtime.engine.requests import (
-    EncodedInput,
-    GenerationOutcome,
-    GenerationRequest,
-    TokenEvent,
-    token_events,
-)
+from deltamem.runtime.engine.inputs import InputEncoder
+from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
 from deltamem.runtime.engine.sampling import SamplingParams
-from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemConfig
 from deltamem.runtime.model.backbone import backbone_fingerprint
@@ -80,8 +75,8 @@ def sampling_args(sampling: SamplingParams, max_new_tokens: int) -> dict:
     }
 
 
-class SGLangEngine(Engine):
-    """Engine's tokenisation methods are inherited; Engine.__init__ is not called (it needs an in-process model)."""
+class SGLangEngine:
+    """The Engine protocol (engine/protocol.py) on sglang.Engine."""
 
     keeps_context = False  # for the service: sessions with a kept context (full, window) cannot run here
 
@@ -108,20 +103,15 @@ class SGLangEngine(Engine):
         self.adapter_fingerprint = adapter_fingerprint(config, list(layers))
         self.backbone_fingerprint = backbone_fingerprint(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.vocab_size = hf_config.vocab_size
+        self.inputs = InputEncoder(self.tokenizer, hf_config.vocab_size, max_input_tokens)
         self.device = torch.device("cpu")  # where the states this engine returns live
         self.max_batch = max_batch
-        self.max_input_tokens = max_input_tokens
         self.state_shape = (hf_config.num_hidden_layers, config.num_state_heads, config.rank, config.rank)
-        eos_ids = set()
         try:
             eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-            eos_ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         except OSError:
-            pass
-        if self.tokenizer.eos_token_id is not None:
-            eos_ids.add(self.tokenizer.eos_token_id)
-        self.end_of_turn_ids = frozenset(eos_ids)
+            eos = None
+        self.end_of_turn_ids = end_of_turn_ids(eos, self.tokenizer)
         # a generation that writes its output holds two slots for a moment (its own, then the final-state pass)
         self.mailbox = Mailbox.create(2 * max_batch, self.state_shape)
         self._slots = threading.BoundedSemaphore(self.mailbox.capacity)
@@ -161,7 +151,8 @@ class SGLangEngine(Engine):
         return torch.zeros(self.state_shape, dtype=torch.float32)
 
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        self.check_write_input(encoded)
+        if not encoded.ids:
+            raise InvalidRequest("nothing to write: the input is empty")
         return self._written_state(state, encoded.ids), len(encoded.ids)
 
     def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int):
@@ -172,7 +163,6 @@ class SGLangEngine(Engine):
     ) -> Iterator[TokenEvent | GenerationOutcome]:
         if context is not None or request.keep_context:
             raise InvalidRequest("the sglang backend keeps no KV context: use sessions with context policy 'none'")
-        self.check_input_length(len(request.prompt_ids))
         slot = self._acquire(state)
         flags = RequestFlags(slot, request.write_input, request.write_output)
         detok = IncrementalDetokenizer(self.tokenizer, request.stop)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from deltamem.runtime.sglang_backend.pool import StatePool
+from deltamem.runtime.engine.state_pool import StatePool
 
 ENV_VAR = "DELTAMEM_SGLANG_MAILBOX"
 RID_PREFIX = "deltamem"

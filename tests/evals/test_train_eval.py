@@ -16,11 +16,11 @@ from deltamem.evals.train import (
     synthetic_examples,
     train,
 )
-from deltamem.runtime.adapter import WEIGHTS_FILE, load_adapter_weights
-from deltamem.runtime.adapter_config import DeltaMemConfig
-from deltamem.runtime.backbone import LoadedModel
-from deltamem.runtime.batch_engine import BatchEngine
-from deltamem.runtime.memory_model import MemoryModel
+from deltamem.runtime.engine.batch_engine import BatchEngine
+from deltamem.runtime.model.adapter_config import DeltaMemConfig
+from deltamem.runtime.model.backbone import LoadedModel
+from deltamem.runtime.model.checkpoint import WEIGHTS_FILE, load_adapter_weights
+from deltamem.runtime.model.memory_model import MemoryModel
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,18 @@ import json
 import pytest
 
 from deltamem.runtime.engine.requests import GenerationOutcome, GenerationRequest
-from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.engine.sequential import SequentialEngine
 from deltamem.runtime.model.backbone import load_model
 from deltamem.runtime.model.memory_model import UnsupportedBackbone
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "smollm3"])
 def test_local_checkpoint_directory_serves(tmp_path, default_engine, make_tiny_backbone, arch):
-    make_tiny_backbone(arch, vocab_size=default_engine.vocab_size).save_pretrained(tmp_path)
+    make_tiny_backbone(arch, vocab_size=default_engine.inputs.vocab_size).save_pretrained(tmp_path)
     default_engine.tokenizer.save_pretrained(tmp_path)
     loaded = load_model(tmp_path)
     assert loaded.model.state_shape == (2, 1, 8, 8)  # 2 layers
-    engine = Engine(loaded)
+    engine = SequentialEngine(loaded)
     events = list(engine.generate(engine.empty_state(), GenerationRequest((1, 2, 3), max_new_tokens=3)))
     outcome = events[-1]
     assert isinstance(outcome, GenerationOutcome) and outcome.written_tokens == 3 + outcome.generated_tokens

@@ -10,7 +10,7 @@ import torch
 from deltamem.runtime.engine.batch_engine import BatchEngine
 from deltamem.runtime.engine.requests import GenerationOutcome, GenerationRequest
 from deltamem.runtime.engine.sampling import SamplingParams
-from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.engine.sequential import SequentialEngine
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -27,16 +27,16 @@ def engines(default_model_dir):
 
     loaded = load_model(default_model_dir)
     batched = BatchEngine(loaded, prefill_chunk=16, max_batch=3)
-    yield Engine(loaded), batched
+    yield SequentialEngine(loaded), batched
     batched.close()
 
 
-def requests_for(engine: Engine) -> list[GenerationRequest]:
+def requests_for(engine: SequentialEngine) -> list[GenerationRequest]:
     modes = [(True, True), (True, False), (False, False), (True, True), (True, True)]
     return [
         GenerationRequest(
-            engine.encode_messages([("user", q)], add_generation_prompt=True).ids,
-            SamplingParams(temperature=0.8, seed=i) if i == 3 else SamplingParams(),
+            engine.inputs.encode_messages([("user", q)], add_generation_prompt=True).ids,
+            sampling=SamplingParams(temperature=0.8, seed=i) if i == 3 else SamplingParams(),
             max_new_tokens=6 + 2 * i,
             write_input=modes[i][0],
             write_output=modes[i][1],
@@ -62,7 +62,9 @@ def run_concurrently(engine, state, requests):
 
 def test_concurrent_generations_match_the_sequential_engine(engines):
     sequential, batched = engines
-    start, _ = sequential.write(sequential.empty_state(), sequential.encode_text("Earlier, we talked about maps."))
+    start, _ = sequential.write(
+        sequential.empty_state(), sequential.inputs.encode_text("Earlier, we talked about maps.")
+    )
     requests = requests_for(sequential)
     expected = [list(sequential.generate(start, r)) for r in requests]
     steps_before = batched.steps
@@ -81,7 +83,7 @@ def test_concurrent_generations_match_the_sequential_engine(engines):
 def test_writes_are_chunked_across_steps_and_equal_one_pass(engines):
     sequential, batched = engines
     text = " ".join(f"Fact {i}: the key for door {i} is under stone {i}." for i in range(6))
-    encoded = sequential.encode_text(text)
+    encoded = sequential.inputs.encode_text(text)
     assert len(encoded.ids) > 3 * batched.prefill_chunk
     want, written = sequential.write(sequential.empty_state(), encoded)
     have, have_written = batched.write(sequential.empty_state(), encoded)
@@ -92,7 +94,7 @@ def test_writes_are_chunked_across_steps_and_equal_one_pass(engines):
 def test_abandoned_generation_frees_its_slot(engines):
     sequential, batched = engines
     request = GenerationRequest(
-        sequential.encode_text("Tell me a long story.").ids, max_new_tokens=200, ignore_end_of_turn=True
+        sequential.inputs.encode_text("Tell me a long story.").ids, max_new_tokens=200, ignore_end_of_turn=True
     )
     for _ in range(batched.max_batch + 2):  # more abandoned requests than slots: each must give its slot back
         events = batched.generate(sequential.empty_state(), request)
@@ -108,7 +110,7 @@ def test_closing_the_engine_fails_waiting_requests_instead_of_hanging(default_mo
 
     engine = BatchEngine(load_model(default_model_dir), max_batch=1)
     request = GenerationRequest(
-        engine.encode_text("Count to a thousand.").ids, max_new_tokens=500, ignore_end_of_turn=True
+        engine.inputs.encode_text("Count to a thousand.").ids, max_new_tokens=500, ignore_end_of_turn=True
     )
     first = engine.generate(engine.empty_state(), request)
     next(first)  # running, holding the only slot

@@ -30,7 +30,7 @@ def run(engine, state, request):
 
 @pytest.mark.parametrize("chunk", [1, 7, 16])
 def test_writing_in_chunks_yields_the_same_state_as_one_call(default_engine, chunk):
-    ids = default_engine.encode_text(TEXT).ids
+    ids = default_engine.inputs.encode_text(TEXT).ids
     whole = write_ids(default_engine, default_engine.empty_state(), ids)
     default_engine.prefill_chunk, saved = chunk, default_engine.prefill_chunk
     try:
@@ -43,7 +43,7 @@ def test_writing_in_chunks_yields_the_same_state_as_one_call(default_engine, chu
 
 def test_generation_writes_exactly_the_prompt_and_the_generated_tokens(default_engine):
     engine = default_engine
-    prompt = list(engine.encode_messages([("user", "Name three colours.")], add_generation_prompt=True).ids)
+    prompt = list(engine.inputs.encode_messages([("user", "Name three colours.")], add_generation_prompt=True).ids)
     events, outcome = run(engine, engine.empty_state(), GenerationRequest(tuple(prompt), max_new_tokens=12))
     generated = [t for e in events for t in e.token_ids]
     assert len(generated) == outcome.generated_tokens and 0 < outcome.generated_tokens <= 12
@@ -56,8 +56,8 @@ def test_generation_writes_exactly_the_prompt_and_the_generated_tokens(default_e
 
 def test_write_modes(default_engine):
     engine = default_engine
-    prompt = engine.encode_text(TEXT).ids
-    start = engine.write(engine.empty_state(), engine.encode_text("Earlier notes."))[0]
+    prompt = engine.inputs.encode_text(TEXT).ids
+    start = engine.write(engine.empty_state(), engine.inputs.encode_text("Earlier notes."))[0]
     _, none = run(engine, start, GenerationRequest(prompt, max_new_tokens=3, write_input=False, write_output=False))
     assert none.written_tokens == 0 and torch.equal(none.state, start)
     _, input_only = run(engine, start, GenerationRequest(prompt, max_new_tokens=3, write_output=False))
@@ -67,19 +67,19 @@ def test_write_modes(default_engine):
 
 def test_greedy_generation_is_deterministic_and_seeded_sampling_reproducible(default_engine):
     engine = default_engine
-    prompt = engine.encode_messages([("user", "Tell me a fact about the sea.")], add_generation_prompt=True).ids
+    prompt = engine.inputs.encode_messages([("user", "Tell me a fact about the sea.")], add_generation_prompt=True).ids
     first = run(engine, engine.empty_state(), GenerationRequest(prompt, max_new_tokens=8))[1]
     second = run(engine, engine.empty_state(), GenerationRequest(prompt, max_new_tokens=8))[1]
     assert first.text == second.text and torch.equal(first.state, second.state)
     sampled = SamplingParams(temperature=1.0, top_p=0.9, top_k=50, seed=7)
-    a = run(engine, engine.empty_state(), GenerationRequest(prompt, sampled, max_new_tokens=8))[1]
-    b = run(engine, engine.empty_state(), GenerationRequest(prompt, sampled, max_new_tokens=8))[1]
+    a = run(engine, engine.empty_state(), GenerationRequest(prompt, sampling=sampled, max_new_tokens=8))[1]
+    b = run(engine, engine.empty_state(), GenerationRequest(prompt, sampling=sampled, max_new_tokens=8))[1]
     assert a.text == b.text
 
 
 def test_stop_sequence_and_length_finish(default_engine):
     engine = default_engine
-    prompt = engine.encode_messages(
+    prompt = engine.inputs.encode_messages(
         [("user", "Count from 1 to 20 separated by commas.")], add_generation_prompt=True
     ).ids
     _, free = run(engine, engine.empty_state(), GenerationRequest(prompt, max_new_tokens=30))
@@ -107,9 +107,9 @@ def test_bad_requests_are_rejected_with_reasons(default_engine):
     with pytest.raises(InvalidRequest, match="max_new_tokens"):
         GenerationRequest((1,), max_new_tokens=0)
     with pytest.raises(InvalidRequest, match="outside the vocabulary"):
-        default_engine.check_token_ids([1, 10**6])
+        default_engine.inputs.encode_token_ids([1, 10**6])
     with pytest.raises(InvalidRequest, match="role"):
-        default_engine.encode_messages([("robot", "hi")], add_generation_prompt=True)
+        default_engine.inputs.encode_messages([("robot", "hi")], add_generation_prompt=True)
     with pytest.raises(InvalidRequest, match="temperature"):
         SamplingParams(temperature=-1)
     with pytest.raises(InvalidRequest, match="top_p"):

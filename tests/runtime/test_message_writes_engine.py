@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 from deltamem.runtime.engine.chat_spans import chat_tokens_with_message_ids
 from deltamem.runtime.engine.requests import GenerationOutcome, GenerationRequest
-from deltamem.runtime.engine.sequential import Engine
+from deltamem.runtime.engine.sequential import SequentialEngine
 from deltamem.runtime.model.backbone import load_model
 from deltamem.runtime.model.checkpoint import save_adapter
 
@@ -36,28 +36,28 @@ def test_chat_spans_number_messages_and_skip_system_and_generation_prompt(defaul
 def message_engine(tmp_path_factory, default_engine, make_tiny_backbone, make_tiny_model):
     """A tiny Llama with the real tokenizer and a message_mean adapter saved and loaded in the reference format."""
     root = tmp_path_factory.mktemp("ssw")
-    make_tiny_backbone("llama", vocab_size=default_engine.vocab_size).save_pretrained(root / "model")
+    make_tiny_backbone("llama", vocab_size=default_engine.inputs.vocab_size).save_pretrained(root / "model")
     default_engine.tokenizer.save_pretrained(root / "model")
     donor = make_tiny_model("llama", granularity="message_mean")
     save_adapter(root / "adapter", donor.config, list(donor.adapters))
-    return Engine(load_model(root / "model", root / "adapter"))
+    return SequentialEngine(load_model(root / "model", root / "adapter"))
 
 
 def test_update_memory_writes_only_the_non_system_messages(message_engine):
     engine = message_engine
-    encoded = engine.encode_messages([(m["role"], m["content"]) for m in CHAT], add_generation_prompt=False)
+    encoded = engine.inputs.encode_messages([(m["role"], m["content"]) for m in CHAT], add_generation_prompt=False)
     state, written = engine.write(engine.empty_state(), encoded)
     assert written == sum(1 for m in encoded.message_ids if m >= 0) < len(encoded.ids)
     assert state.abs().sum() > 0
     # a conversation of only a system message writes nothing
-    only_system = engine.encode_messages([("system", "You keep notes.")], add_generation_prompt=False)
+    only_system = engine.inputs.encode_messages([("system", "You keep notes.")], add_generation_prompt=False)
     unchanged, written = engine.write(state, only_system)
     assert written == 0 and torch.equal(unchanged, state)
 
 
 def test_generation_writes_the_prompt_messages_then_the_output_as_one_message(message_engine):
     engine = message_engine
-    prompt = engine.encode_messages([("user", "Where does my sister live?")], add_generation_prompt=True)
+    prompt = engine.inputs.encode_messages([("user", "Where does my sister live?")], add_generation_prompt=True)
     request = GenerationRequest(
         prompt.ids, max_new_tokens=5, ignore_end_of_turn=True, prompt_message_ids=prompt.message_ids
     )
@@ -97,12 +97,12 @@ def test_batched_engine_matches_for_message_mean_adapters(message_engine):
         LoadedModel(engine.model, engine.tokenizer, engine.backbone_fingerprint, engine.adapter_fingerprint)
     )
     try:
-        chat = engine.encode_messages([(m["role"], m["content"]) for m in CHAT], add_generation_prompt=False)
+        chat = engine.inputs.encode_messages([(m["role"], m["content"]) for m in CHAT], add_generation_prompt=False)
         want_state, want_written = engine.write(engine.empty_state(), chat)
         have_state, have_written = batched.write(engine.empty_state(), chat)
         assert want_written == have_written
         torch.testing.assert_close(have_state, want_state, rtol=1e-5, atol=1e-6)
-        prompt = engine.encode_messages([("user", "Where does my sister live?")], add_generation_prompt=True)
+        prompt = engine.inputs.encode_messages([("user", "Where does my sister live?")], add_generation_prompt=True)
         request = GenerationRequest(
             prompt.ids, max_new_tokens=4, ignore_end_of_turn=True, prompt_message_ids=prompt.message_ids
         )

@@ -68,7 +68,7 @@ def reference_checkpoint(directory, backbone, config: dict):
 def test_reference_checkpoint_loads_unchanged_and_saves_back_identically(
     tmp_path, default_engine, make_tiny_backbone, arch, num_state_heads, granularity
 ):
-    backbone = make_tiny_backbone(arch, vocab_size=default_engine.vocab_size)
+    backbone = make_tiny_backbone(arch, vocab_size=default_engine.inputs.vocab_size)
     backbone.save_pretrained(tmp_path / "model")
     default_engine.tokenizer.save_pretrained(tmp_path / "model")
     config = REFERENCE_CONFIG | {"num_state_heads": num_state_heads, "memory_write_granularity": granularity}

@@ -10,7 +10,7 @@ from transformers import DynamicCache
 
 from deltamem.client import state_values
 from deltamem.runtime.engine.requests import GenerationRequest
-from deltamem.runtime.sessions.kept_context import SessionContext, chat_continuation
+from deltamem.runtime.sessions.kept_context import SessionContext
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
@@ -35,7 +35,7 @@ def state_of(client, session):
 
 
 def first_turn_context(engine, out1_ids, text1):
-    prompt1 = engine.encode_messages(TURN1, add_generation_prompt=True).ids
+    prompt1 = engine.inputs.encode_messages(TURN1, add_generation_prompt=True).ids
     fed = prompt1 + tuple(out1_ids)
     return prompt1, SessionContext(fed, (*TURN1, ("assistant", text1)), len(fed), None, 0)
 
@@ -47,7 +47,7 @@ def test_full_context_equals_one_uncached_pass_over_the_conversation(client, add
     prompt1, kept = first_turn_context(default_engine, out1, result1.text)
     assert info.context_tokens == len(kept.tokens) and info.context_policy == pb.CONTEXT_POLICY_FULL
     result2, out2 = chat(client, session, TURN2)
-    continuation = chat_continuation(default_engine.tokenizer, kept, TURN2)
+    continuation = default_engine.inputs.continuation(kept, TURN2)
     assert result2.usage.prompt_tokens == len(continuation.ids) < len(prompt1)  # only the new turn was fed
 
     # the oracle: the sequential engine over the whole conversation in one call, from an empty memory
@@ -85,7 +85,7 @@ def test_context_is_reencoded_under_a_changed_memory(client, address, default_en
     engine = default_engine
     cache = DynamicCache()
     engine._prefill(kept.tokens, updated, False, cache)
-    continuation = chat_continuation(engine.tokenizer, kept, TURN2)
+    continuation = engine.inputs.continuation(kept, TURN2)
     expected = list(engine.generate(updated, GenerationRequest(continuation.ids, max_new_tokens=8), cache))[-1]
     assert result2.text == expected.text
     torch.testing.assert_close(state_of(client, session), expected.state, rtol=1e-5, atol=1e-6)

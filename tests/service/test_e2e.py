@@ -44,7 +44,7 @@ def test_read_state_is_exactly_what_the_engine_computes(client, default_engine):
     assert state_tensor(empty).abs().sum() == 0 and empty.session.memory_version == 0
 
     update = client.update_memory(session.session_id, FACT)
-    encoded = default_engine.encode_text(FACT)
+    encoded = default_engine.inputs.encode_text(FACT)
     ids = encoded.ids
     assert (update.tokens_written, update.memory_version) == (len(ids), 1)
     read = client.read_state(session.session_id)

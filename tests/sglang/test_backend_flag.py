@@ -39,13 +39,14 @@ def test_sglang_backend_without_sglang_exits_with_the_reason(scripts_dir, defaul
 
 
 def test_a_backend_that_keeps_no_context_refuses_context_policies(default_model_dir):
-    from deltamem.runtime.engine.batch_engine import BatchEngine
+    from deltamem.runtime.engine.sequential import SequentialEngine
     from deltamem.runtime.model.backbone import load_model
+    from deltamem.service.compose import open_sessions
     from deltamem.service.server import start_server
 
-    engine = BatchEngine(load_model(default_model_dir), max_batch=2)
-    engine.keeps_context = False  # what SGLangEngine declares
-    running = start_server(engine, ServerConfig(port=0, persist=False))
+    engine = SequentialEngine(load_model(default_model_dir))  # keeps no context, as SGLangEngine
+    config = ServerConfig(port=0, persist=False)
+    running = start_server(engine, open_sessions(engine, config), config)
     try:
         with MemoryClient(f"127.0.0.1:{running.port}", timeout=60) as client:
             stub = client._stub

@@ -72,8 +72,8 @@ def test_fingerprints_and_shapes_agree(engines):
 def test_greedy_generation_and_memory_match(engines, write_input, write_output):
     torch_engine, sglang_engine = engines
     messages = [("user", "My cat is called Pixel. What is my cat called?")]
-    prompt = torch_engine.encode_messages(messages, add_generation_prompt=True)
-    state, _ = torch_engine.write(torch_engine.empty_state(), torch_engine.encode_text("I live in Lisbon."))
+    prompt = torch_engine.inputs.encode_messages(messages, add_generation_prompt=True)
+    state, _ = torch_engine.write(torch_engine.empty_state(), torch_engine.inputs.encode_text("I live in Lisbon."))
     request = GenerationRequest(
         prompt_ids=prompt.ids, max_new_tokens=24, write_input=write_input, write_output=write_output
     )
@@ -86,7 +86,7 @@ def test_greedy_generation_and_memory_match(engines, write_input, write_output):
 
 def test_write_matches(engines):
     torch_engine, sglang_engine = engines
-    encoded = torch_engine.encode_text("The meeting moved to Thursday at 3 pm, room 12. " * 20)
+    encoded = torch_engine.inputs.encode_text("The meeting moved to Thursday at 3 pm, room 12. " * 20)
     state_t, n_t = torch_engine.write(torch_engine.empty_state(), encoded)
     state_s, n_s = sglang_engine.write(sglang_engine.empty_state(), encoded)
     assert n_s == n_t

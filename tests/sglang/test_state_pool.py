@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
+from deltamem.runtime.engine.state_pool import PoolExhausted, SlotError, StatePool
 from deltamem.runtime.sglang_backend.mailbox import Mailbox, RequestFlags, decode_rid, encode_rid
-from deltamem.runtime.sglang_backend.pool import PoolExhausted, SlotError, StatePool
 
 SHAPE = (2, 1, 8, 8)
 

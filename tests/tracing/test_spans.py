@@ -16,8 +16,9 @@ from deltamem.client import MemoryClient
 from deltamem.runtime import tracing
 from deltamem.runtime.engine.batch_engine import BatchEngine
 from deltamem.runtime.model.backbone import load_model
+from deltamem.service.compose import open_sessions
 from deltamem.service.config import ServerConfig
-from deltamem.service.server import open_sessions, start_server
+from deltamem.service.server import start_server
 
 SERVICE = "deltamem.v1.MemoryService"
 SECRET_PROMPT = "The vault code is zebra-7731."
@@ -32,7 +33,7 @@ def traced(default_model_dir, tmp_path_factory):
     tracing.enable(provider.get_tracer("deltamem"))
     engine = BatchEngine(load_model(default_model_dir), max_batch=4)
     config = ServerConfig(port=0, data_dir=tmp_path_factory.mktemp("traced-sessions"))
-    running = start_server(engine, config, open_sessions(engine, config))
+    running = start_server(engine, open_sessions(engine, config), config)
     try:
         yield f"127.0.0.1:{running.port}", exporter
     finally:
