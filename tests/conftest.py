@@ -195,6 +195,7 @@ def load_script():
             name, Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
         )
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # registered first: dataclasses look their module up while it runs
         spec.loader.exec_module(module)
         return module
 

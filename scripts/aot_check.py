@@ -1,9 +1,10 @@
 """Compile every Triton kernel, with every autotune config, for GPU targets, without a GPU.
 
-    python -m deltamem.kernels.aot_check [--arch 90 80] [--json]
+    python scripts/aot_check.py [--arch 90 80] [--json]
 
 The interpreter accepts code that a GPU compiler rejects; this proves each kernel lowers to a cubin for
-sm_90 and sm_80. Must run with TRITON_INTERPRET unset (the test suite runs it in a subprocess).
+sm_90 and sm_80. Must run with TRITON_INTERPRET unset (the test suite runs it in a subprocess). A development
+check of the installed `deltamem.kernels`, so it lives here and is not shipped with the package.
 """
 
 from __future__ import annotations
