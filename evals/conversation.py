@@ -57,17 +57,19 @@ def qa_pairs(
     """(question, answer) for every QA item with an answer; LoCoMo's adversarial items (category 5) are skipped.
 
     first_person=True uses the synthetic `question_self` phrasing where present ("What is my job?"), which fits the
-    chat form in which speaker A is the user asking; sentence_answers=True uses the synthetic `answer_sentence`
-    (or `answer_sentence_self`) where present. Items without those keys (real LoCoMo) keep question and answer.
+    chat form in which speaker A is the user asking; items without it (speaker B's facts, real LoCoMo) keep their
+    third-person question. sentence_answers=True uses the synthetic answer sentence that goes with the question
+    (`answer_sentence_self` or `answer_sentence`) where present, else the short answer.
     """
-    question_key = "question_self" if first_person else "question"
-    answer_key = "answer_sentence_self" if first_person else "answer_sentence"
     pairs = []
     for item in sample["qa"]:
         if item.get("answer") is None or item.get("category") == 5:
             continue
-        question = item.get(question_key, item["question"])
-        answer = item.get(answer_key, item["answer"]) if sentence_answers else item["answer"]
+        if first_person and "question_self" in item:
+            question, sentence = item["question_self"], item.get("answer_sentence_self")
+        else:
+            question, sentence = item["question"], item.get("answer_sentence")
+        answer = sentence if sentence_answers and sentence is not None else item["answer"]
         pairs.append((question, str(answer)))
     return pairs
 

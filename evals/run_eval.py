@@ -1,17 +1,10 @@
-"""`deltamem eval`: memory quality in five regimes, for an adapter and for its frozen backbone in the same run.
+"""`deltamem eval`: memory quality of an adapter and of its frozen backbone, measured in the same run.
 
-Regimes (what the model sees when asked a question about a conversation):
-  no_context     the question alone, empty memory
-  state_only     the question alone, the history written into memory
-  context_only   the history in the prompt, empty memory
-  context_state  the history in the prompt and in memory (how the published gains were measured)
-  window_state   the last turns within `window_tokens` in the prompt, the whole history in memory
-  state_other    a control: the question alone, with ANOTHER conversation's history in memory. Where it scores
-                 as well as state_only, the adapter's answers do not come from what memory holds.
-The frozen backbone is the same model with memory switched off, so its state regimes equal the matching
-regimes without state; they are measured once and reported on both rows. Generation is greedy, through the
-serving engine (many questions batched at once), and scored with exact-match recall of the gold value and
-LoCoMo token F1.
+Sets and questions: eval_sets.py; regimes: regimes.py. The frozen backbone is the same model with memory switched
+off. A regime without memory (no_context, context_only, window_only) is the same computation for both, since an
+empty memory reproduces the frozen model exactly (tests/runtime check it bit for bit): it is run once and reported
+on both rows. Generation is greedy, through the serving engine (questions batched), scored by containment recall
+(the normalised gold value inside the normalised answer) and LoCoMo token F1, per category for LoCoMo files.
 """
 
 from __future__ import annotations
@@ -19,63 +12,50 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deltamem.evals.locomo_score import exact_match_recall, score_qa
-from deltamem.evals.prompts import encode_chat, question_prompt, window_messages
-from deltamem.evals.synthetic import build, history_messages
+from deltamem.evals.eval_sets import SYNTHETIC_SETS, EvalSet, Question, locomo_set, synthetic_set
+from deltamem.evals.locomo_score import exact_match_recall, score_qa, summarize
+from deltamem.evals.regimes import (
+    REGIMES,
+    USES_STATE,
+    WINDOW_REGIMES,
+    WITHOUT_STATE,
+    context_messages,
+    evidence_outside_window,
+    fitted_prompt,
+    parse_regimes,
+    write_chunks,
+)
+from deltamem.evals.synthetic import history_messages
 from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest
-
-REGIMES = ("no_context", "state_only", "context_only", "context_state", "window_state", "state_other")
-USES_STATE = frozenset({"state_only", "context_state", "window_state", "state_other"})
-# with memory off, a regime is the same run as its twin; window_state with memory off is the window alone
-FROZEN_TWIN = {
-    "no_context": "no_context",
-    "state_only": "no_context",
-    "context_only": "context_only",
-    "context_state": "context_only",
-    "window_state": "window_state",
-    "state_other": "no_context",
-}
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    samples: int = 40  # held-out synthetic conversations
+    samples: int = 40  # conversations per set
     seed: int = 0
-    max_new_tokens: int = 12
+    max_new_tokens: int = 16
     window_tokens: int = 48
-    locomo: str = ""  # a locomo10.json path: evaluate on it instead of the synthetic split
+    write_chunk_tokens: int = 4096  # histories are written in chunks of whole messages of at most this many tokens
+    regimes: str = "all"  # or a comma-separated list (see regimes.py)
+    sets: str = ",".join(SYNTHETIC_SETS)  # synthetic sets to run
+    locomo: str = ""  # a locomo10.json path: evaluate on it instead of the synthetic sets
 
+    def __post_init__(self) -> None:
+        parse_regimes(self.regimes)
+        if self.samples < 1 or self.max_new_tokens < 1 or self.window_tokens < 1 or self.write_chunk_tokens < 64:
+            raise ValueError("samples, max_new_tokens and window_tokens must be >= 1, write_chunk_tokens >= 64")
+        unknown = set(self.set_names) - set(SYNTHETIC_SETS)
+        if not self.locomo and (unknown or not self.set_names):
+            raise ValueError(f"unknown set(s) {sorted(unknown)}; choose from {', '.join(SYNTHETIC_SETS)}")
 
-@dataclass
-class Question:
-    sample: int
-    text: str
-    item: dict  # the QA item (answer, category) the prediction is scored against
-
-
-def questions_of(sample_index: int, sample: dict, synthetic: bool) -> list[Question]:
-    """The questions asked after a conversation: first person for synthetic data (the user is speaker A)."""
-    found = []
-    for item in sample["qa"]:
-        if item.get("category") == 5 or "answer" not in item:
-            continue
-        text = item.get("question_self", item["question"]) if synthetic else item["question"]
-        found.append(Question(sample_index, text, item))
-    return found
-
-
-def prompt_for(tokenizer, regime: str, history: list[dict], question: str, window_tokens: int) -> list[int]:
-    if regime in ("no_context", "state_only", "state_other"):
-        context: list[dict] = []
-    elif regime in ("context_only", "context_state"):
-        context = history
-    else:
-        context = window_messages(tokenizer, history, window_tokens)
-    return question_prompt(tokenizer, question, context)
+    @property
+    def set_names(self) -> list[str]:
+        return [name.strip() for name in self.sets.split(",") if name.strip()]
 
 
 def answer(engine, state, prompt: list[int], max_new_tokens: int) -> str:
@@ -87,118 +67,257 @@ def answer(engine, state, prompt: list[int], max_new_tokens: int) -> str:
     raise RuntimeError("the engine ended a generation without an outcome")
 
 
-def run_regimes(engine, samples, questions, regimes, config: EvalConfig, progress=None) -> dict[str, list[str]]:
-    """Predictions per regime, in question order; states are written once per conversation."""
-    tokenizer = engine.tokenizer
-    histories = [history_messages(sample) for sample in samples]
-    empty = engine.empty_state()
-    states = {}
-    if USES_STATE.intersection(regimes) and engine.model.memory_enabled:
-        for index, history in enumerate(histories):
-            ids, owners = encode_chat(tokenizer, history, add_generation_prompt=False)
-            states[index], _ = engine.write(empty, EncodedInput(tuple(ids), tuple(owners)))
+def write_history(engine, history: list[dict], chunk_tokens: int):
+    state = engine.empty_state()
+    for ids, owners in write_chunks(engine.tokenizer, history, chunk_tokens):
+        state, _ = engine.write(state, EncodedInput(tuple(ids), tuple(owners)))
+    return state
 
-    def memory(regime: str, sample: int):
-        if regime not in USES_STATE:
-            return empty
-        if regime == "state_other":  # the next conversation's memory (a different speaker and facts)
-            sample = (sample + 1) % len(histories)
-        return states.get(sample, empty)
 
-    jobs = [(regime, memory(regime, q.sample), q) for regime in regimes for q in questions]
-    workers = getattr(engine, "max_batch", 1)
+class SetRun:
+    """One set's prompts and memories, and its predictions per (regime, memory on/off)."""
+
+    def __init__(self, engine, eval_set: EvalSet, config: EvalConfig, regimes: tuple[str, ...]):
+        self.engine, self.set, self.config = engine, eval_set, config
+        tokenizer = engine.tokenizer
+        limit = engine.model.backbone.config.max_position_embeddings - config.max_new_tokens
+        self.histories = [history_messages(sample) for sample in eval_set.samples]
+        self.regimes = tuple(r for r in regimes if r != "state_other" or eval_set.other)  # a lone LoCoMo sample: none
+        # what runs: the chosen regimes and, for each state regime, its regime without state (the frozen row)
+        self.asked = tuple(r for r in REGIMES if r in self.regimes or r in {WITHOUT_STATE.get(x) for x in self.regimes})
+        self.prompts: dict[tuple[str, int], list[int]] = {}
+        self.truncated = dict.fromkeys(self.asked, 0)
+        self.outside: dict[int, bool] = {}
+        for question in eval_set.questions:
+            history = self.histories[question.sample]
+            window = context_messages(tokenizer, "window_only", history, config.window_tokens)
+            self.outside[question.index] = evidence_outside_window(
+                eval_set.samples[question.sample], question.item, history, window
+            )
+            for regime in self.asked:
+                context = context_messages(tokenizer, regime, history, config.window_tokens)
+                prompt, cut = fitted_prompt(tokenizer, context, question.text, limit)
+                self.prompts[regime, question.index] = prompt
+                self.truncated[regime] += cut
+        self.states: dict[int, object] = {}
+        self.other_states: dict[int, object] = {}
+
+    def jobs(self, memory: bool) -> list[tuple]:
+        """(set run, regime, question, state) to generate: with memory on the state regimes, else the others."""
+        wanted = [r for r in self.asked if (r in USES_STATE) == memory]
+        if memory and wanted:
+            self._write_memories("state_other" in wanted)
+        empty = self.engine.empty_state()
+        jobs = []
+        for regime in wanted:
+            for q in self.set.questions:
+                if regime in WINDOW_REGIMES and not self.outside[q.index]:
+                    continue
+                state = empty
+                if regime == "state_other":
+                    state = self.other_states[q.sample]
+                elif regime in USES_STATE:
+                    state = self.states[q.sample]
+                jobs.append((self, regime, q, state))
+        return jobs
+
+    def _write_memories(self, with_other: bool) -> None:
+        chunk = self.config.write_chunk_tokens
+        for index, history in enumerate(self.histories):
+            self.states[index] = write_history(self.engine, history, chunk)
+        if with_other:
+            for index, sample in enumerate(self.set.other):
+                self.other_states[index] = write_history(self.engine, history_messages(sample), chunk)
+
+
+def run_jobs(engine, jobs: list[tuple], progress=None) -> list[str]:
+    config_tokens = jobs[0][0].config.max_new_tokens if jobs else 0
 
     def run(job):
-        regime, state, q = job
-        prompt = prompt_for(tokenizer, regime, histories[q.sample], q.text, config.window_tokens)
-        text = answer(engine, state, prompt, config.max_new_tokens)
+        set_run, regime, question, state = job
+        text = answer(engine, state, set_run.prompts[regime, question.index], config_tokens)
         if progress is not None:
             progress()
-        return regime, text
+        return text
 
-    predictions: dict[str, list[str]] = {regime: [] for regime in regimes}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for regime, text in pool.map(run, jobs):
-            predictions[regime].append(text)
-    return predictions
+    with ThreadPoolExecutor(max_workers=getattr(engine, "max_batch", 1)) as pool:
+        return list(pool.map(run, jobs))
 
 
-def score(questions: list[Question], predictions: list[str], synthetic: bool) -> dict:
-    recalls = [exact_match_recall(p, str(q.item["answer"])) for q, p in zip(questions, predictions, strict=True)]
+def score(questions: list[Question], predictions: list[str], locomo: bool) -> dict:
+    if not questions:
+        return {"questions": 0}
     f1s = [score_qa(q.item, p) for q, p in zip(questions, predictions, strict=True)]
-    result = {"questions": len(questions), "f1": sum(f1s) / len(f1s)}
-    if synthetic:
-        result["recall"] = sum(recalls) / len(recalls)
-        changed = [r for q, r in zip(questions, recalls, strict=True) if q.item.get("changed")]
-        result["recall_changed"] = sum(changed) / len(changed) if changed else None
+    recalls = [exact_match_recall(p, str(q.item["answer"])) for q, p in zip(questions, predictions, strict=True)]
+    result = {"questions": len(questions), "recall": _mean(recalls), "f1": _mean(f1s)}
+    if locomo:
+        result["categories"] = summarize((q.item["category"], f) for q, f in zip(questions, f1s, strict=True))
+        return result
+    for person in ("self", "a", "b"):
+        chosen = [r for q, r in zip(questions, recalls, strict=True) if q.person == person]
+        result[f"recall_{person}"] = _mean(chosen)
+    result["recall_changed"] = _mean([r for q, r in zip(questions, recalls, strict=True) if q.item.get("changed")])
     return result
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def evaluate(engine, config: EvalConfig, progress=None) -> dict:
-    """Scores of the adapter and of the frozen backbone in every regime, with example predictions."""
-    synthetic = not config.locomo
-    if synthetic:
-        samples = build("heldout", config.samples, config.seed)
-    else:
+    """Scores of the adapter and of the frozen backbone per set and regime, with every prediction."""
+    started = time.monotonic()
+    regimes = parse_regimes(config.regimes)
+    if config.locomo:
         from deltamem.evals.loaders import load_locomo
 
-        samples = load_locomo(Path(config.locomo))[: config.samples]
-    questions = [q for i, sample in enumerate(samples) for q in questions_of(i, sample, synthetic)]
+        sets = [locomo_set(load_locomo(Path(config.locomo))[: config.samples])]
+    else:
+        sets = [synthetic_set(name, config.samples, config.seed) for name in config.set_names]
+    runs = [SetRun(engine, s, config, regimes) for s in sets]
+    tick = (lambda: progress(1)) if progress is not None else None
     model = engine.model
-    adapter = run_regimes(engine, samples, questions, REGIMES, config, progress)
     model.memory_enabled = False
     try:
-        frozen_runs = run_regimes(engine, samples, questions, sorted(set(FROZEN_TWIN.values())), config, progress)
+        frozen_jobs = [job for run in runs for job in run.jobs(memory=False)]
+        if progress is not None:
+            progress(0, total=len(frozen_jobs))
+        frozen_texts = run_jobs(engine, frozen_jobs, tick)
     finally:
         model.memory_enabled = True
-    frozen = {regime: frozen_runs[FROZEN_TWIN[regime]] for regime in REGIMES}
-    return {
-        "config": asdict(config),
-        "data": "synthetic heldout" if synthetic else config.locomo,
-        "adapter": {regime: score(questions, adapter[regime], synthetic) for regime in REGIMES},
-        "frozen": {regime: score(questions, frozen[regime], synthetic) for regime in REGIMES},
-        "examples": [
-            {"question": q.text, "gold": q.item["answer"], **{r: adapter[r][i] for r in REGIMES}}
-            for i, q in enumerate(questions[:6])
-        ],
-    }
+    memory_jobs = [job for run in runs for job in run.jobs(memory=True)]
+    if progress is not None:
+        progress(0, total=len(frozen_jobs) + len(memory_jobs))
+    memory_texts = run_jobs(engine, memory_jobs, tick)
+    predictions: dict[tuple[str, str, int], str] = {}  # (set, regime, question) -> text
+    for (run, regime, q, _state), text in zip(frozen_jobs + memory_jobs, frozen_texts + memory_texts, strict=True):
+        predictions[run.set.name, regime, q.index] = text
+    results = {"config": asdict(config), "sets": {}, "predictions": []}
+    for run in runs:
+        results["sets"][run.set.name] = _set_scores(run, predictions, locomo=bool(config.locomo))
+        for q in run.set.questions:
+            results["predictions"].append(
+                {
+                    "set": run.set.name,
+                    "sample_id": run.set.samples[q.sample]["sample_id"],
+                    "question": q.text,
+                    "gold": q.item["answer"],
+                    "person": q.person,
+                    "category": q.item.get("category"),
+                    "changed": q.item.get("changed"),
+                    "evidence_outside_window": run.outside[q.index],
+                    "answers": {
+                        r: predictions[run.set.name, r, q.index]
+                        for r in run.asked
+                        if (run.set.name, r, q.index) in predictions
+                    },
+                }
+            )
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def _set_scores(run: SetRun, predictions, locomo: bool) -> dict:
+    """{"adapter": {regime: scores}, "frozen": {regime: scores}, "truncated": {regime: count}}: a state regime of
+    the frozen model is its regime without state (memory off)."""
+    scores = {"adapter": {}, "frozen": {}, "truncated": {r: run.truncated[r] for r in run.regimes}}
+    for regime in run.regimes:
+        questions = [q for q in run.set.questions if regime not in WINDOW_REGIMES or run.outside[q.index]]
+        base = WITHOUT_STATE.get(regime, regime)
+        frozen = [predictions[run.set.name, base, q.index] for q in questions]
+        adapter = [predictions[run.set.name, regime, q.index] for q in questions] if regime in USES_STATE else frozen
+        scores["adapter"][regime] = score(questions, adapter, locomo)
+        scores["frozen"][regime] = score(questions, frozen, locomo)
+    return scores
+
+
+TARGETS = (  # the targets of the memory-quality work, on unseen values (issue 15)
+    ("state_only recall, one fact", "single/unseen", "state_only", None, 0.5),
+    ("state_only recall, 3+ facts", "multi/unseen", "state_only", None, 0.3),
+    ("window_state - window_only, outside the window", "multi/unseen", "window_state", "window_only", 0.25),
+    ("context_state - context_only", "multi/unseen", "context_state", "context_only", 0.0),
+    ("no_context - state_other (control)", "multi/unseen", "no_context", "state_other", -0.05),
+)
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target with the adapter's figure and whether it holds (None where the run did not measure it)."""
+    found = []
+    for label, set_name, regime, minus, threshold in TARGETS:
+        adapter = results["sets"].get(set_name, {}).get("adapter", {})
+        value = adapter.get(regime, {}).get("recall")
+        if minus is not None:
+            other = adapter.get(minus, {}).get("recall")
+            value = None if value is None or other is None else value - other
+        found.append({"target": label, "set": set_name, "value": value, "threshold": threshold,
+                      "holds": None if value is None else value >= threshold})  # fmt: skip
+    return found
 
 
 def table(results: dict) -> str:
-    metric = "recall" if "recall" in results["adapter"]["no_context"] else "f1"
-    lines = [f"{'regime':<15}{'adapter ' + metric:>18}{'frozen ' + metric:>18}{'adapter F1':>12}{'frozen F1':>11}"]
-    for regime in REGIMES:
-        a, f = results["adapter"][regime], results["frozen"][regime]
-        lines.append(f"{regime:<15}{a[metric]:>18.3f}{f[metric]:>18.3f}{a['f1']:>12.3f}{f['f1']:>11.3f}")
-    lines.append(f"({results['adapter']['no_context']['questions']} questions; {results['data']})")
+    lines = []
+    for name, scores in results["sets"].items():
+        metric = "recall" if name != "locomo" else "f1"
+        lines.append(f"{name}: {metric} (adapter / frozen), F1 (adapter / frozen), questions")
+        for regime, adapter in scores["adapter"].items():
+            frozen = scores["frozen"][regime]
+            if not adapter["questions"]:
+                lines.append(f"  {regime:<14} no question has its evidence outside the window")
+                continue
+            cut = scores["truncated"].get(regime, 0)
+            note = f"  ({cut} prompts truncated to the context length)" if cut else ""
+            lines.append(
+                f"  {regime:<14}{adapter[metric]:>7.3f} /{frozen[metric]:>6.3f}"
+                f"{adapter['f1']:>9.3f} /{frozen['f1']:>6.3f}{adapter['questions']:>6}{note}"
+            )
+    checks = [t for t in targets(results) if t["value"] is not None]
+    if checks:
+        lines.append("targets on unseen values:")
+        for t in checks:
+            verdict = "holds" if t["holds"] else "MISSED"
+            lines.append(f"  {t['target']:<48}{t['value']:>7.3f}  (>= {t['threshold']:.2f}: {verdict})")
+    lines.append(f"({results['wall_seconds']} s)")
     return "\n".join(lines)
 
 
 def eval_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="deltamem eval", description="Measure memory quality in five regimes.")
+    parser = argparse.ArgumentParser(
+        prog="deltamem eval", description="Measure memory quality, adapter and frozen backbone in the same run."
+    )
     parser.add_argument("--model", type=Path, help="HF model directory (default: the embedded model)")
     parser.add_argument("--adapter", type=Path, help="adapter directory (default: the shipped trained adapter)")
     parser.add_argument("--untrained-adapter", action="store_true", help="evaluate the untrained reference init")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    parser.add_argument("--out", type=Path, help="write the results (with every prediction) here as JSON")
     parser.add_argument("--max-batch", type=int, default=8, help="questions generated at once")
     for name, default in asdict(EvalConfig()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
+    try:
+        config = EvalConfig(**{name: getattr(args, name) for name in asdict(EvalConfig())})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if config.locomo and not Path(config.locomo).is_file():
+        print(f"error: {config.locomo} is not a file", file=sys.stderr)
+        return 2
     from tqdm import tqdm
 
     from deltamem.evals.cli import load_for
     from deltamem.runtime.engine.batch_engine import BatchEngine
 
-    config = EvalConfig(**{name: getattr(args, name) for name in asdict(EvalConfig())})
-    if config.locomo and not Path(config.locomo).is_file():
-        print(f"error: {config.locomo} is not a file", file=sys.stderr)
-        return 2
     _model_dir, loaded = load_for(args)
     engine = BatchEngine(loaded, max_batch=args.max_batch)
     try:
         with tqdm(desc="evaluating", unit="answer") as bar:
-            results = evaluate(engine, config, progress=bar.update)
+
+            def progress(step: int, total: int | None = None) -> None:
+                if total is not None:
+                    bar.total = total
+                    bar.refresh()
+                bar.update(step)
+
+            results = evaluate(engine, config, progress=progress)
     finally:
         engine.close()
     results["adapter_dir"] = str(args.adapter) if args.adapter else "default"

@@ -1,137 +1,175 @@
-"""Deterministic synthetic multi-session conversations in the LoCoMo schema, for training and checking δ-mem.
+"""Deterministic open-vocabulary two-speaker conversations in the LoCoMo schema, for training and measuring δ-mem.
 
-Speaker A states 2–4 personal facts (from evals/synthetic_facts.py) across 1–3 short sessions among small talk; with
-probability `change_prob` a later session changes one of them. The QA asks about every stated attribute and the
-answer is always the latest value. All QA items are LoCoMo category 4 (single-hop) and carry extra keys:
-`changed` (the value was replaced later), `previous` (the replaced value, or null), `attribute`, `question_self`
-(the same question in the first person), `answer_sentence` / `answer_sentence_self` (the answer as a sentence,
-e.g. "Maria lives in Paris." / "You live in Paris.": SmolLM2 encodes every value as one token after a space but
-most as two or more at the start of a reply, so a sentence target is easier to learn than the bare value).
-Category 2 is not used for changed facts because LoCoMo's category 2 means date questions, and the official LoCoMo
-prompt appends a date instruction to them; select changed facts with `changed` instead.
+Speaker A (the user, when a conversation becomes chat messages) states `facts` personal facts across one or more
+short sessions, with small talk between them; speaker B (the assistant) may state its own value of one of the
+same attributes (a distractor); a later session may change one of A's facts ("I moved from Bergen to Kutno").
+The QA asks about every fact, answered with the latest value: LoCoMo category 4 items with extra keys (`attribute`,
+`subject` 'a' or 'b', `speaker`, `changed`, `previous`, `value_split`, `question_self` for A's facts,
+`answer_sentence`, `answer_sentence_self`).
 
-Determinism: every sample draws from its own `random.Random` seeded by a string of (split, seed, index), which
-Python hashes with SHA-512, so output does not depend on PYTHONHASHSEED, the process, or `count`.
+Splits: `train` uses training names, training templates and training values. `heldout` uses held-out names and
+held-out templates (other wordings than any training one), with values from the held-out pool (`values="heldout"`,
+the default: values no training example holds) or from the training pool (`values="train"`: the same unseen
+conversations with seen values, to tell value recall apart from template and name generalisation).
+
+Determinism: sample i draws from its own `random.Random` seeded by (split, values, seed, i), so output depends
+neither on PYTHONHASHSEED, the process nor `count`, and prefixes of larger builds agree.
 """
 
 from __future__ import annotations
 
 import datetime
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from deltamem.evals.conversation import TrainingExample, history_messages, qa_pairs, to_training
-from deltamem.evals.synthetic_facts import (
-    ACKNOWLEDGEMENTS,
-    ATTRIBUTES,
-    FILLERS_A,
-    FILLERS_B,
-    FIRST_GREETINGS_A,
-    FIRST_GREETINGS_B,
-    HELDOUT_NAMES,
-    LATER_GREETINGS_A,
-    LATER_GREETINGS_B,
-    PARTNER_NAMES,
-    TRAIN_NAMES,
-    Attribute,
-    indefinite_article,
-)
+from deltamem.evals.open_facts import ATTRIBUTES, SMALL_TALK, Attribute, fill
+from deltamem.evals.value_pools import pool
 
-__all__ = ["SPLITS", "TrainingExample", "build", "history_messages", "make_sample", "qa_pairs", "to_training"]
+__all__ = ["SPLITS", "Shape", "TrainingExample", "build", "history_messages", "make_sample", "qa_pairs", "to_training"]
 
-SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_NAMES, "heldout": HELDOUT_NAMES}
+SPLITS = ("train", "heldout")
 SINGLE_HOP = 4
-# spelled out rather than strftime("%B"), which follows the process locale
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
 
 
-def build(split: str, count: int, seed: int = 0, *, change_prob: float = 0.5) -> list[dict[str, Any]]:
-    """`count` samples of one split; sample i depends only on (split, seed, i), so prefixes of larger builds agree."""
+@dataclass(frozen=True)
+class Shape:
+    """What one conversation holds: how many facts speaker A states (a range, inclusive), and how likely a
+    distractor from B, a later change of one fact and small talk between facts are."""
+
+    min_facts: int = 1
+    max_facts: int = 4
+    distractor_prob: float = 0.5
+    change_prob: float = 0.3
+    small_talk_prob: float = 0.5  # per fact: a small-talk exchange before it
+    max_sessions: int = 3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_facts <= self.max_facts <= len(ATTRIBUTES) - 1:
+            raise ValueError(f"facts must satisfy 1 <= min <= max <= {len(ATTRIBUTES) - 1}")
+        for name in ("distractor_prob", "change_prob", "small_talk_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1")
+
+
+def build(
+    split: str, count: int, seed: int = 0, *, shape: Shape = Shape(), values: str | None = None
+) -> list[dict[str, Any]]:
+    """`count` samples of one split; `values` picks the value pool ('train' or 'heldout'; default: the split's)."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
-    if not 0.0 <= change_prob <= 1.0:
-        raise ValueError(f"change_prob must be in [0, 1], got {change_prob}")
-    return [make_sample(split, seed, index, change_prob=change_prob) for index in range(count)]
+    values = values or split
+    if split == "train" and values != "train":
+        raise ValueError("the train split only uses training values")
+    return [make_sample(split, seed, index, shape=shape, values=values) for index in range(count)]
 
 
-def make_sample(split: str, seed: int, index: int, *, change_prob: float = 0.5) -> dict[str, Any]:
-    """One conversation with its QA; see the module docstring for the shape."""
-    rng = random.Random(f"deltamem-synthetic/{split}/{seed}/{index}")
-    name = rng.choice(SPLITS[split])
-    partner = rng.choice(PARTNER_NAMES)
-    num_facts = rng.randint(2, 4)
-    attributes = rng.sample(ATTRIBUTES, num_facts)
-    values = {attribute.key: rng.choice(attribute.values) for attribute in attributes}
+def make_sample(split: str, seed: int, index: int, *, shape: Shape = Shape(), values: str | None = None) -> dict:
+    """One conversation with its QA; see the module docstring."""
+    values = values or split
+    rng = random.Random(f"deltamem-open/{split}/{values}/{seed}/{index}/{shape}")
+    names = pool("name", split)
+    name, partner = rng.sample(names, 2)
+    changeable = [a for a in ATTRIBUTES if a.changes is not None]
+    attributes = rng.sample(ATTRIBUTES, rng.randint(shape.min_facts, shape.max_facts))
+    facts = {a.key: _value(rng, a, values) for a in attributes}
+    writer = _SessionWriter(rng, split, name, partner)
 
-    # facts go into 1–3 sessions, each session holding at least one
-    num_fact_sessions = rng.randint(1, min(3, num_facts))
-    cuts = sorted(rng.sample(range(1, num_facts), num_fact_sessions - 1))
-    groups = [attributes[lo:hi] for lo, hi in zip([0, *cuts], [*cuts, num_facts], strict=True)]
-
-    writer = _SessionWriter(rng, name, partner)
-    stated_at: dict[str, str] = {}
+    sessions = rng.randint(1, min(shape.max_sessions, len(attributes)))
+    cuts = sorted(rng.sample(range(1, len(attributes)), sessions - 1))
+    groups = [attributes[lo:hi] for lo, hi in zip([0, *cuts], [*cuts, len(attributes)], strict=True)]
+    distractor = rng.choice(attributes) if rng.random() < shape.distractor_prob else None
+    stated: dict[tuple[str, str], str] = {}  # (subject, key) -> dia_id
+    b_facts: dict[str, str] = {}
     for group in groups:
         writer.open_session()
-        statements = {
-            attribute.key: _fill(rng.choice(attribute.statements), values[attribute.key]) for attribute in group
-        }
-        for key, dia_id in writer.add_facts(statements).items():
-            stated_at[key] = dia_id
+        for attribute in group:
+            if rng.random() < shape.small_talk_prob:
+                writer.small_talk()
+            statement = fill(rng.choice(attribute.statements.of(split)), facts[attribute.key])
+            stated["a", attribute.key] = writer.pair(statement, rng.choice(SMALL_TALK.acknowledgements.of(split)))
+            if attribute is distractor:
+                other = _value(rng, attribute, values, avoid=facts[attribute.key])
+                b_facts[attribute.key] = other
+                stated["b", attribute.key] = writer.b_states(
+                    fill(rng.choice(attribute.statements.of(split)), other),
+                    rng.choice(SMALL_TALK.acknowledgements.of(split)),
+                )
         writer.close_session()
 
-    changed: dict[str, str] = {}  # attribute key -> previous value
-    if rng.random() < change_prob:
-        attribute = rng.choice(attributes)
-        old = values[attribute.key]
-        new = rng.choice([value for value in attribute.values if value != old])
+    changed: dict[str, str] = {}
+    candidates = [a for a in attributes if a in changeable]
+    if candidates and rng.random() < shape.change_prob:
+        attribute = rng.choice(candidates)
+        old = facts[attribute.key]
+        new = _value(rng, attribute, values, avoid=old)
         writer.open_session()
-        dia_id = writer.add_facts({attribute.key: _fill(rng.choice(attribute.changes), new)})[attribute.key]
+        if rng.random() < shape.small_talk_prob:
+            writer.small_talk()
+        change = fill(rng.choice(attribute.changes.of(split)), new, previous=old)
+        stated["a", attribute.key] = writer.pair(change, rng.choice(SMALL_TALK.acknowledgements.of(split)))
         writer.close_session()
         changed[attribute.key] = old
-        values[attribute.key] = new
-        stated_at[attribute.key] = dia_id
+        facts[attribute.key] = new
 
-    asked = list(attributes)
-    rng.shuffle(asked)
-    qa = [_question(attribute, name, values[attribute.key], stated_at[attribute.key], changed) for attribute in asked]
+    qa = [
+        _question(rng, split, a, "a", name, facts[a.key], stated["a", a.key], changed.get(a.key), values)
+        for a in attributes
+    ]
+    qa += [
+        _question(rng, split, a, "b", partner, b_facts[a.key], stated["b", a.key], None, values)
+        for a in attributes
+        if a.key in b_facts
+    ]
+    rng.shuffle(qa)
     conversation: dict[str, Any] = {"speaker_a": name, "speaker_b": partner}
     for number, (date_time, turns) in enumerate(writer.sessions, start=1):
         conversation[f"session_{number}_date_time"] = date_time
         conversation[f"session_{number}"] = turns
-    return {"sample_id": f"synthetic-{split}-{seed}-{index}", "conversation": conversation, "qa": qa}
+    return {"sample_id": f"open-{split}-{values}-{seed}-{index}", "conversation": conversation, "qa": qa}
 
 
-def _fill(template: str, value: str, name: str = "") -> str:
-    return template.format(value=value, a=indefinite_article(value), name=name)
+def _value(rng: random.Random, attribute: Attribute, values: str, avoid: str = "") -> str:
+    options = pool(attribute.pool, values)
+    while (value := rng.choice(options)) == avoid:
+        pass
+    return value
 
 
-def _question(attribute: Attribute, name: str, value: str, dia_id: str, changed: dict[str, str]) -> dict[str, Any]:
-    return {
-        "question": attribute.question.format(name=name),
+def _question(rng, split, attribute: Attribute, subject: str, name: str, value: str, dia_id, previous, values):
+    item = {
+        "question": rng.choice(attribute.questions.of(split)).format(name=name),
         "answer": value,
         "evidence": [dia_id],
         "category": SINGLE_HOP,
         "attribute": attribute.key,
-        "changed": attribute.key in changed,
-        "previous": changed.get(attribute.key),
-        "question_self": attribute.question_self,
-        "answer_sentence": _fill(attribute.answer_sentence, value, name),
-        "answer_sentence_self": _fill(attribute.answer_sentence_self, value, name),
+        "subject": subject,
+        "speaker": name,
+        "changed": previous is not None,
+        "previous": previous,
+        "value_split": values,
+        "answer_sentence": fill(attribute.answer, value, name),
     }
+    if subject == "a":  # only the user can ask about themself in the first person
+        item["question_self"] = rng.choice(attribute.questions_self.of(split))
+        item["answer_sentence_self"] = fill(attribute.answer_self, value)
+    return item
 
 
 class _SessionWriter:
-    """Accumulates sessions whose turns strictly alternate A, B, starting with A and ending with B."""
+    """Accumulates sessions of alternating turns (A first, B last, as chat messages need), with dia_ids."""
 
-    def __init__(self, rng: random.Random, name: str, partner: str) -> None:
-        self.rng = rng
-        self.name = name
-        self.partner = partner
+    def __init__(self, rng: random.Random, split: str, name: str, partner: str) -> None:
+        self.rng, self.split, self.name, self.partner = rng, split, name, partner
         self.sessions: list[tuple[str, list[dict[str, str]]]] = []
         self.day = rng.randint(0, 300)  # days after 1 January 2023
         self.turns: list[dict[str, str]] = []
@@ -140,33 +178,35 @@ class _SessionWriter:
         if self.sessions:
             self.day += self.rng.randint(1, 20)
         self.turns = []
-        greetings = (
-            (FIRST_GREETINGS_A, FIRST_GREETINGS_B) if not self.sessions else (LATER_GREETINGS_A, LATER_GREETINGS_B)
-        )
-        self._pair(*(self.rng.choice(options).format(name=self.name, partner=self.partner) for options in greetings))
+        greeting = self.rng.choice(SMALL_TALK.greetings.of(self.split)).format(partner=self.partner)
+        reply = self.rng.choice(SMALL_TALK.greeting_replies.of(self.split)).format(name=self.name)
+        self.pair(greeting, reply)
 
-    def add_facts(self, statements: dict[str, str]) -> dict[str, str]:
-        """One A turn per fact, each answered by B, with at most one small-talk pair somewhere in between."""
-        filler_at = self.rng.randint(0, len(statements)) if self.rng.random() < 0.5 else -1
-        where: dict[str, str] = {}
-        for position, (key, sentence) in enumerate(statements.items()):
-            if position == filler_at:
-                self._pair(self.rng.choice(FILLERS_A), self.rng.choice(FILLERS_B))
-            where[key] = self._pair(sentence, self.rng.choice(ACKNOWLEDGEMENTS))
-        if filler_at == len(statements):
-            self._pair(self.rng.choice(FILLERS_A), self.rng.choice(FILLERS_B))
-        return where
+    def small_talk(self) -> None:
+        self.pair(
+            self.rng.choice(SMALL_TALK.remarks.of(self.split)), self.rng.choice(SMALL_TALK.replies.of(self.split))
+        )
+
+    def pair(self, text_a: str, text_b: str) -> str:
+        """An A turn and a B turn; returns the A turn's dia_id."""
+        dia_a = self._turn(self.name, text_a)
+        self._turn(self.partner, text_b)
+        return dia_a
+
+    def b_states(self, text_b: str, text_a: str) -> str:
+        """A asks B back, B states its own fact, A acknowledges it, B closes; returns B's statement's dia_id."""
+        self._turn(self.name, self.rng.choice(SMALL_TALK.asking_back.of(self.split)))
+        dia_b = self._turn(self.partner, text_b)
+        self.pair(text_a, self.rng.choice(SMALL_TALK.closers.of(self.split)))
+        return dia_b
 
     def close_session(self) -> None:
         self.sessions.append((self._date_time(), self.turns))
 
-    def _pair(self, text_a: str, text_b: str) -> str:
-        """Append an A turn and a B turn; return the A turn's dia_id."""
-        session = len(self.sessions) + 1
-        dia_a = f"D{session}:{len(self.turns) + 1}"
-        self.turns.append({"speaker": self.name, "dia_id": dia_a, "text": text_a})
-        self.turns.append({"speaker": self.partner, "dia_id": f"D{session}:{len(self.turns) + 1}", "text": text_b})
-        return dia_a
+    def _turn(self, speaker: str, text: str) -> str:
+        dia_id = f"D{len(self.sessions) + 1}:{len(self.turns) + 1}"
+        self.turns.append({"speaker": speaker, "dia_id": dia_id, "text": text})
+        return dia_id
 
     def _date_time(self) -> str:
         """LoCoMo's format, e.g. '1:56 pm on 8 May, 2023'."""

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from deltamem.evals.conversation import session_numbers
 from deltamem.evals.prompts import answer_ids, encode_chat, question_prompt
-from deltamem.evals.synthetic import build, history_messages, to_training
+from deltamem.evals.synthetic import build, history_messages
 from deltamem.runtime.model.checkpoint import save_adapter
 from deltamem.runtime.model.memory_model import MemoryModel
 
@@ -32,6 +32,7 @@ FOCUS_HISTORIES = ("turns", "statement")
 # "value": only the gold value's tokens inside the answer sentence carry loss. The sentence around it follows from
 # the question alone, so with "answer" most of the loss teaches the answer's form and little of it needs memory.
 TARGETS = ("answer", "value")
+ADAPTER_INITS = ("reference", "copy")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,13 @@ class TrainConfig:
     focus_fraction: float = 0.0  # examples cut to one question's evidence turns (a curriculum; 0 = the reference)
     focus_history: str = "turns"  # focused examples keep the evidence turns with their replies, or the statement alone
     target: str = "answer"  # cross-entropy on the whole answer, or only on the tokens of its gold value
+    third_person_fraction: float = 0.5  # speaker A's facts asked by name (LoCoMo style) rather than "my"
     gate_weight: float = 0.01
+    # weight of a balanced cross-entropy that asks every write gate to open on the tokens of stated values and to
+    # stay shut elsewhere (0 = the reference: only the mean-gate regulariser). Values are known in the synthetic
+    # data; the gates learn to recognise them from the hidden states, so serving needs no labels.
+    gate_supervision: float = 0.0
+    adapter_init: str = "reference"  # or "copy": read heads start as the transpose of the value projections
     examples: int = 2000  # synthetic training conversations
     data_seed: int = 0
     seed: int = 0
@@ -55,14 +62,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.examples < 1 or self.save_every < 1:
             raise ValueError("steps, batch_size, examples and save_every must be >= 1")
-        if not 0 <= self.state_only_fraction <= 1 or not 0 <= self.focus_fraction <= 1:
-            raise ValueError("state_only_fraction and focus_fraction must be in [0, 1]")
+        for name in ("state_only_fraction", "focus_fraction", "third_person_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError("warmup_fraction must be in [0, 1)")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.focus_history not in FOCUS_HISTORIES:
             raise ValueError(f"focus_history must be one of {FOCUS_HISTORIES}, got {self.focus_history!r}")
+        if self.adapter_init not in ADAPTER_INITS:
+            raise ValueError(f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}")
+        if self.gate_supervision < 0:
+            raise ValueError(f"gate_supervision must be >= 0, got {self.gate_supervision}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
@@ -76,29 +88,55 @@ class Example:
     last_turn: list[dict]
     pairs: list[tuple[str, str]]
     values: list[str]  # each pair's gold value (the short answer), for target="value"
+    value_mask: list[bool]  # per history token: part of a stated value (what gate supervision asks to write)
 
 
 def as_example(tokenizer, messages: list[dict], pairs: list[tuple[str, str]], values: list[str]) -> Example:
     ids, owners = encode_chat(tokenizer, messages, add_generation_prompt=False)
-    return Example(ids, owners, messages[-2:], pairs, values)
+    return Example(ids, owners, messages[-2:], pairs, values, value_token_mask(tokenizer, ids, values))
 
 
-def synthetic_examples(tokenizer, count: int, seed: int) -> list[Example]:
-    """The project's synthetic train split, first-person questions with sentence answers."""
+def value_token_mask(tokenizer, ids: list[int], values: list[str]) -> list[bool]:
+    """True on every token of every occurrence of a value in `ids` (after a space or as written)."""
+    mask = [False] * len(ids)
+    for value in values:
+        for text in (" " + value, value):
+            pieces = tokenizer.encode(text, add_special_tokens=False)
+            for start in range(len(ids) - len(pieces) + 1):
+                if ids[start : start + len(pieces)] == pieces:
+                    mask[start : start + len(pieces)] = [True] * len(pieces)
+    return mask
+
+
+def question_pair(item: dict, rng: random.Random, third_person_fraction: float) -> tuple[str, str]:
+    """(question, sentence answer) of one synthetic QA item: speaker A's facts are asked in the first person
+    (the user asking about themself) or, with probability `third_person_fraction`, LoCoMo-style about A by name;
+    speaker B's facts only by name."""
+    if "question_self" in item and rng.random() >= third_person_fraction:
+        return item["question_self"], item["answer_sentence_self"]
+    return item["question"], item["answer_sentence"]
+
+
+def synthetic_examples(tokenizer, samples: list[dict], seed: int, third_person_fraction: float = 0.5) -> list[Example]:
+    """Whole synthetic conversations, every question asked after the full history."""
+    rng = random.Random(f"questions/{seed}")
     examples = []
-    for sample in build("train", count, seed):
-        training = to_training(sample, first_person=True, sentence_answers=True)
+    for sample in samples:
+        pairs = [question_pair(item, rng, third_person_fraction) for item in sample["qa"]]
         values = [str(item["answer"]) for item in sample["qa"]]
-        examples.append(as_example(tokenizer, training.messages, training.pairs, values))
+        examples.append(as_example(tokenizer, history_messages(sample), pairs, values))
     return examples
 
 
-def focused_examples(tokenizer, count: int, seed: int, with_replies: bool = True) -> list[Example]:
+def focused_examples(
+    tokenizer, samples: list[dict], seed: int, with_replies: bool = True, third_person_fraction: float = 0.5
+) -> list[Example]:
     """Per question, a history of only the turns its evidence names (and, `with_replies`, the replies to them):
     one fact in memory. The easiest case; mixed in, it teaches the gates and values to store a fact before the
     keys must tell several facts apart."""
+    rng = random.Random(f"focused/{seed}")
     examples = []
-    for sample in build("train", count, seed):
+    for sample in samples:
         messages = history_messages(sample)
         turn_ids = [
             turn["dia_id"]
@@ -111,7 +149,9 @@ def focused_examples(tokenizer, count: int, seed: int, with_replies: bool = True
                 index = turn_ids.index(evidence)
                 keep.update(i for i in (index, index + 1)[: 2 if with_replies else 1] if i < len(messages))
             history = [messages[i] for i in sorted(keep)]
-            pair = (item["question_self"], item["answer_sentence_self"])
+            if history[0]["role"] != "user":  # a chat history starts with the user: B's fact follows A's question
+                history.insert(0, messages[turn_ids.index(item["evidence"][0]) - 1])
+            pair = question_pair(item, rng, third_person_fraction)
             examples.append(as_example(tokenizer, history, [pair], [str(item["answer"])]))
     return examples
 
@@ -123,6 +163,16 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, config.steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def copy_init(model: MemoryModel, gain: float) -> None:
+    """Each layer's query memory projection tied to its key projection (a question reads what a statement in the
+    same context wrote) and its output head set to `gain` times the L2-normalised transpose of its value
+    projection, so that a read re-injects, in the residual stream, the direction of the hidden state that wrote."""
+    with torch.no_grad():
+        for adapter in model.adapters:
+            adapter.memory_q_proj.copy_(adapter.memory_k_proj)
+            adapter.delta_o_proj.copy_(F.normalize(adapter.memory_v_proj.t(), dim=0) * gain)
 
 
 def trainable_parameters(model: MemoryModel) -> list[torch.nn.Parameter]:
@@ -143,7 +193,7 @@ def pad(rows: list[list[int]], value: int, device) -> torch.Tensor:
 
 
 def batch_loss(model: MemoryModel, tokenizer, examples: list[Example], state_only: list[bool], config: TrainConfig):
-    """(answer cross-entropy, gate regulariser) for a batch: write each history (right-padded, padding masked
+    """(answer cross-entropy, weighted gate regularisers) for a batch: write each history (right-padded, padding masked
     out of the writes), then answer every question of every example reading its example's final state."""
     device = model.adapters[0].beta_bias.device
     histories = [example.history[-config.max_history_tokens :] for example in examples]
@@ -160,6 +210,7 @@ def batch_loss(model: MemoryModel, tokenizer, examples: list[Example], state_onl
         write_mask=None if model.writes_messages else real,
         message_ids=message_ids,
         return_gates=True,
+        logits_to_keep=1,  # the write pass's logits are never used: skip the vocabulary projection
     )
     rows, targets, owner = [], [], []
     for index, (example, memory_only) in enumerate(zip(examples, state_only, strict=True)):
@@ -172,16 +223,33 @@ def batch_loss(model: MemoryModel, tokenizer, examples: list[Example], state_onl
             targets.append([-100] * len(prompt) + labels)
             owner.append(index)
     state = written.state[torch.tensor(owner, device=device)]
-    logits = model(pad(rows, 0, device), state, write=False).logits  # right padding: causal, never read
-    labels = pad(targets, -100, device)
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    labels = pad(targets, -100, device)[:, 1:]  # the label of position t is token t + 1
+    # the vocabulary projection only where some row has a label: right padding is causal and never read
+    positions = (labels != -100).any(0).nonzero().flatten()
+    logits = model(pad(rows, 0, device), state, write=False, logits_to_keep=positions).logits
+    loss = F.cross_entropy(logits.flatten(0, 1), labels[:, positions].flatten(), ignore_index=-100)
     if written.gates:
         weights = real[..., None, None].float()  # [B, T, 1, 1]: real tokens only
         means = [(g * weights).sum() / (weights.sum() * g.shape[-2] * g.shape[-1]) for g in written.gates]
-        gate_reg = (torch.stack(means).mean() - GATE_TARGET) ** 2
+        gate_reg = config.gate_weight * (torch.stack(means).mean() - GATE_TARGET) ** 2
+        if config.gate_supervision:
+            masks = [example.value_mask[-config.max_history_tokens :] for example in examples]
+            wanted = pad(masks, False, device).bool()
+            gate_reg = gate_reg + config.gate_supervision * gate_supervision_loss(written.gates, wanted, real)
     else:
         gate_reg = loss.new_zeros(())
     return loss, gate_reg
+
+
+def gate_supervision_loss(gates: list[torch.Tensor], wanted: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Balanced binary cross-entropy of every layer's gates [B, T, N, r] against `wanted` [B, T] (True: open),
+    over real tokens: the mean over value tokens plus the mean over the others."""
+    beta = torch.stack(gates).clamp(1e-6, 1 - 1e-6)  # [L, B, T, N, r]
+    target = wanted[None, :, :, None, None].float().expand_as(beta)
+    loss = F.binary_cross_entropy(beta, target, reduction="none").mean((0, 3, 4))  # [B, T]
+    on, off = wanted & real, ~wanted & real
+    parts = [loss[m].mean() for m in (on, off) if m.any()]
+    return torch.stack(parts).sum() if parts else loss.new_zeros(())
 
 
 def value_labels(tokenizer, reply: list[int], value: str) -> list[int]:
@@ -238,11 +306,15 @@ def train(model: MemoryModel, tokenizer, out_dir: Path, config: TrainConfig, res
         start, log = saved["step"], saved["log"]
         random.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
-    examples = synthetic_examples(tokenizer, config.examples, config.data_seed)
+    samples = build("train", config.examples, config.data_seed)
+    people = config.third_person_fraction
+    examples = synthetic_examples(tokenizer, samples, config.data_seed, people)
     with_replies = config.focus_history == "turns"
     focused = (
-        focused_examples(tokenizer, config.examples, config.data_seed, with_replies) if config.focus_fraction else []
+        focused_examples(tokenizer, samples, config.data_seed, with_replies, people) if config.focus_fraction else []
     )
+    if start == 0 and config.adapter_init == "copy":
+        copy_init(model, model.config.online_gain)
     model.train()
     for step in range(start, config.steps):
         for group in optimizer.param_groups:
@@ -256,7 +328,7 @@ def train(model: MemoryModel, tokenizer, out_dir: Path, config: TrainConfig, res
         ]
         state_only = [random.random() < config.state_only_fraction for _ in batch]
         loss, gate_reg = batch_loss(model, tokenizer, batch, state_only, config)
-        (loss + config.gate_weight * gate_reg).backward()
+        (loss + gate_reg).backward()
         total, reg_total = loss.item(), gate_reg.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
