@@ -19,12 +19,11 @@ import time
 
 import torch
 
-from deltamem.kernels import cpu_linear
 from deltamem.runtime.engine.batch_engine import BatchEngine
 from deltamem.runtime.engine.requests import GenerationRequest
 from deltamem.runtime.model.backbone import load_model
 from deltamem.runtime.model.default_model import prepare_default_model
-from deltamem.service.config import ServerConfig, default_cache_dir
+from deltamem.service.config import ServerConfig, configure_kernels, default_cache_dir
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 
@@ -111,8 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
     print(f"# machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}{gpu}")
-    if args.device == "cpu":
-        print(f"# backbone linears: {cpu_linear.ENV_VAR}={cpu_linear.requested()}")
+    chosen = configure_kernels()  # DELTAMEM_KERNELS, DELTAMEM_CPU_GEMM, as the server reads them
+    print(f"# kernels: {chosen.backend}, CPU GEMMs: {chosen.cpu_gemm}")
     model_dir = prepare_default_model(default_cache_dir())
     loaded = load_model(model_dir, device=args.device)
     engine = BatchEngine(loaded, max_batch=8)

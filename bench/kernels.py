@@ -74,11 +74,11 @@ def bench_scan_cpu(lengths, repeats):
 def bench_layer_write_cpu(lengths, repeats, dim: int = 576):
     """One layer's memory work for a write of T tokens (projection, activations, scan) on the CPU: the compiled
     scan_cpu op that inference passes use against its PyTorch twin (memory_projection + the chunked scan)."""
-    from deltamem.kernels import memory_projection, memory_scan_fn
+    from deltamem.kernels import memory_ops, memory_projection
 
-    scan = memory_scan_fn(torch.device("cpu"), torch.float32)
-    if scan is None:
-        print("\n## layer write, CPU: the compiled scan op is not built here; skipped")
+    ops = memory_ops("cpu", torch.float32)
+    if ops.implementation != "compiled":
+        print(f"\n## layer write, CPU: the compiled scan op does not run here ({ops.implementation}); skipped")
         return
     print(f"\n## layer write, CPU (d={dim}, one 8x8 state): compiled scan_cpu (ours) vs PyTorch projection + scan")
     print(f"{'tokens':>8} {'PyTorch':>10} {'ours':>10} {'speed-up':>9}")
@@ -91,7 +91,7 @@ def bench_layer_write_cpu(lengths, repeats, dim: int = 576):
             return delta_rule_chunked(*memory_projection(x, weight, bias, 1, 8), state)
 
         def compiled(x=x, state=state):
-            return scan(x, weight, bias, state, None, 1, 8)
+            return ops.scan(x, weight, bias, state, None, 1, 8)
 
         with torch.inference_mode():
             pytorch, ours = paired_median_seconds(twin, compiled, repeats, "cpu")
@@ -169,9 +169,12 @@ def main() -> None:
     parser.add_argument("--skip-model", action="store_true", help="only the scan")
     parser.add_argument("--skip-scan", action="store_true", help="only the default model's figures")
     args = parser.parse_args()
+    from deltamem.service.config import configure_kernels
+
+    chosen = configure_kernels()  # DELTAMEM_KERNELS, DELTAMEM_CPU_GEMM, as the server reads them
     print(
         f"# machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} CPU threads, "
-        f"torch {torch.__version__}, cuda: {torch.cuda.is_available()}"
+        f"torch {torch.__version__}, cuda: {torch.cuda.is_available()}; kernels: {chosen.backend}"
     )
     if not args.skip_scan:
         bench_scan_cpu(args.lengths, args.repeats)

@@ -17,11 +17,10 @@ import threading
 import torch
 from engine import decode_rate  # bench/engine.py, beside this file
 
-from deltamem.kernels import cpu_linear
 from deltamem.runtime.engine.batch_engine import BatchEngine
 from deltamem.runtime.model.backbone import load_model
 from deltamem.runtime.model.default_model import prepare_default_model
-from deltamem.service.config import default_cache_dir
+from deltamem.service.config import configure_kernels, default_cache_dir
 
 
 def rates(engine: BatchEngine, loaded, rounds: int) -> tuple[float, float]:
@@ -38,7 +37,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"# machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    print(f"# backbone linears: {cpu_linear.ENV_VAR}={cpu_linear.requested()}")
+    print(f"# backbone linears: {configure_kernels().cpu_gemm}")
     loaded = load_model(prepare_default_model(default_cache_dir()))
     engine = BatchEngine(loaded, max_batch=8)
 

@@ -25,7 +25,7 @@ from deltamem.runtime.engine.batch_engine import BatchEngine
 from deltamem.runtime.engine.job_trace import JobTrace
 from deltamem.runtime.model.backbone import load_model
 from deltamem.runtime.model.default_model import prepare_default_model
-from deltamem.service.config import default_cache_dir
+from deltamem.service.config import configure_kernels, default_cache_dir
 
 
 def off_path_seconds(steps: int, repeats: int = 20000) -> float:
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    configure_kernels()  # as the server would, from DELTAMEM_KERNELS and DELTAMEM_CPU_GEMM
     engine = BatchEngine(load_model(prepare_default_model(default_cache_dir())))
     print(f"machine: {platform.machine()} {platform.processor() or ''} ({platform.node()}), torch threads default")
     exporter = InMemorySpanExporter()

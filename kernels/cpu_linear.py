@@ -7,30 +7,20 @@ TorchInductor emits for CPU linears) does the same products 1.6-3.6x faster: dec
 differently, so results agree to float32 rounding, not bit for bit.
 
 It is used only where that is exact and safe: float32 tensors on the CPU outside autograd (the op has no backward,
-so training and anything else that needs gradients takes `F.linear`). DELTAMEM_CPU_GEMM=default keeps PyTorch's
-own path everywhere; `F.linear` is the twin the tests compare with.
+so training and anything else that needs gradients takes `F.linear`). The `cpu_gemm` setting `default`
+(settings.py; the server's --cpu-gemm) keeps PyTorch's own path everywhere; `F.linear` is the twin the tests
+compare with.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-ENV_VAR = "DELTAMEM_CPU_GEMM"
-CHOICES = ("onednn", "default")
-
-
-@functools.cache
-def requested() -> str:
-    """The setting, read once per process (every linear of every step asks)."""
-    value = os.environ.get(ENV_VAR, "onednn").strip().lower() or "onednn"
-    if value not in CHOICES:
-        raise ValueError(f"{ENV_VAR}={value!r} is not one of {', '.join(CHOICES)}")
-    return value
+from deltamem.kernels import settings
 
 
 @functools.cache
@@ -41,7 +31,7 @@ def onednn_available() -> bool:
 def onednn_for_inference() -> bool:
     """Whether float32 CPU GEMMs outside autograd go to oneDNN (the compiled decode op asks, to run its own GEMM
     the same way)."""
-    return requested() == "onednn" and onednn_available()
+    return settings.current().cpu_gemm == "onednn" and onednn_available()
 
 
 def _uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
@@ -64,8 +54,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def install(module: nn.Module) -> int:
     """Give every nn.Linear in `module` a forward through `linear` (an instance attribute, so the module's class
     and its weights are untouched); returns how many were changed. Linears that already have a forward of their
-    own (the adapter's q_proj / o_proj) are left alone. A bad DELTAMEM_CPU_GEMM is refused here, at load."""
-    requested()
+    own (the adapter's q_proj / o_proj) are left alone. Whether they run on oneDNN is decided at each call, by the
+    settings then."""
     count = 0
     for layer in module.modules():
         if isinstance(layer, nn.Linear) and "forward" not in layer.__dict__:

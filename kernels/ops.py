@@ -1,4 +1,4 @@
-"""The public δ-mem kernels: input checks, then dispatch to Triton or PyTorch (see backend.py)."""
+"""The public δ-mem kernels: input checks, then dispatch to Triton, the compiled CPU ops or PyTorch (backend.py)."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def memory_decode_step(
     state [B, N, r, r] fp32 untouched; `write` ([B] bool) False makes a row read without writing.
     Equal to memory_projection followed by delta_rule_decode. At batch 1 a decode step's memory work is mostly
     per-operation overhead, so outside autograd it is one call per layer: a Triton kernel on CUDA, the compiled
-    op on the CPU (float32); with gradients enabled, or DELTAMEM_KERNELS=torch, the PyTorch operations."""
+    op on the CPU (float32); with gradients enabled, or the `torch` backend, the PyTorch operations."""
     width = heads * rank
     if x.dim() != 2 or weight.shape != (4 * width, x.shape[-1]) or beta_bias.shape != (width,):
         raise ValueError(
@@ -179,7 +179,7 @@ def decode_step_fn(device: torch.device, dtype: torch.dtype):
         from deltamem.kernels.decode_step.triton_fused import memory_decode_step_triton
 
         return memory_decode_step_triton
-    native = backend.native_decode_op(device, dtype)
+    native = backend.native_op(device, dtype)
     if native is None:
         return memory_decode_step_torch
 
@@ -187,33 +187,6 @@ def decode_step_fn(device: torch.device, dtype: torch.dtype):
         return native(x, weight, beta_bias, state, write, heads, rank)
 
     return native_step
-
-
-def decode_layer_fn(device: torch.device, dtype: torch.dtype):
-    """For decode passes: a function (x [B, 1, d], [Wq; Wmem] [Dq + 4·N·r, d], q_proj's bias zero-padded or None,
-    state [B, N, r, r], write, Dq, beta_bias, Wdqᵀ [N·r, Dq], Wdoᵀ [N·r, Do], scale, heads, rank, onednn) →
-    (query x·Wqᵀ + b + scale·reads·Wdqᵀ [B, 1, Dq], scale·reads·Wdoᵀ [B, 1, Do]) that updates `state` in place: a
-    layer's whole decode work in one call, its GEMM included (through oneDNN when `onednn`, else ATen's linear),
-    where dispatch has one (the compiled CPU op, float32); else None, and callers run decode_step_fn and
-    low_rank_correction."""
-    return _compiled_cpu_op(device, dtype, "decode_layer_cpu")
-
-
-def memory_scan_fn(device: torch.device, dtype: torch.dtype):
-    """For passes over several tokens outside autograd: a function (x [B, T, d], weight, beta_bias, state,
-    write_mask, heads, rank) → (reads [B, T, N, r], final state) doing projection and scan in one call, where
-    dispatch has one (the compiled CPU op, float32); else None, and callers run memory_projection and
-    delta_rule (its twin)."""
-    return _compiled_cpu_op(device, dtype, "scan_cpu")
-
-
-def _compiled_cpu_op(device: torch.device, dtype: torch.dtype, name: str):
-    """torch.ops.deltamem.<name> where dispatch uses the compiled CPU ops for this device and dtype, else None."""
-    if dtype != torch.float32 or backend.native_decode_op(device, dtype) is None:
-        return None
-    from deltamem.kernels.decode_step import cpu_native
-
-    return cpu_native.op(name)
 
 
 def memory_decode_step_torch(x, weight, beta_bias, state, heads: int, rank: int, write=None):
@@ -262,4 +235,4 @@ def low_rank_correction(out: torch.Tensor, reads: torch.Tensor, weight: torch.Te
 
 def prepare_decode(device: torch.device | str) -> None:
     """Build the compiled CPU decode op now when dispatch will use it, so the first request does not wait."""
-    backend.native_decode_op(torch.device(device), torch.float32)
+    backend.native_op(torch.device(device), torch.float32)

@@ -13,7 +13,7 @@ from deltamem.runtime.sessions.manager import SessionManager
 from deltamem.runtime.sessions.state_codec import StateIdentity
 from deltamem.runtime.sessions.store import MemoryStore, StoreMismatch
 from deltamem.runtime.sessions.traced_store import TracedStore
-from deltamem.service.config import ServerConfig
+from deltamem.service.config import ServerConfig, configure_kernels, otel_settings
 from deltamem.service.server import RunningServer, start_server
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def deploy(config: ServerConfig) -> Deployment:
     from deltamem.service.metrics import Metrics
     from deltamem.service.tracing import start_tracing
 
+    configure_kernels(config)
     try:
         model_dir = config.model_dir or prepare_default_model(config.cache_dir)
         adapter_dir = default_adapter_dir(config.model_dir, config.adapter_dir, config.untrained_adapter)
@@ -101,7 +102,7 @@ def deploy(config: ServerConfig) -> Deployment:
     except (OSError, ValueError) as exc:
         raise StartupError(f"cannot load API keys: {exc}") from exc
     try:
-        provider = start_tracing() if config.tracing else None
+        provider = start_tracing(otel_settings()) if config.tracing else None
     except ValueError as exc:
         raise StartupError(f"cannot start tracing: {exc}") from exc
     try:

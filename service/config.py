@@ -1,20 +1,33 @@
-"""Server configuration. The only module that reads environment variables (DELTAMEM_*, and whether the
-OTEL_* ones ask for tracing; the OpenTelemetry SDK reads the rest of them itself)."""
+"""Server configuration: every option declared once, as a field of ServerConfig whose metadata gives its flag,
+its environment variable and its help text; the command line, the environment and `--help` all come from them.
+A value is taken from the flag, else the variable, else the default; a bad one is a ConfigError naming where it
+came from and what is wanted.
+
+The only module that reads environment variables: DELTAMEM_*, and whether the OTEL_* ones ask for tracing (the
+OpenTelemetry SDK reads the rest of them itself).
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from deltamem.kernels import settings as kernel_settings
+from deltamem.kernels.settings import BACKENDS as KERNEL_BACKENDS
+from deltamem.kernels.settings import CPU_GEMMS, DEFAULT_BUILD_ROOT, KernelSettings
 
-def default_cache_dir() -> Path:
-    """Where converted models live: $DELTAMEM_CACHE_DIR, else ~/.cache/deltamem."""
-    return Path(os.environ.get("DELTAMEM_CACHE_DIR") or Path.home() / ".cache" / "deltamem")
-
-
+ENV_PREFIX = "DELTAMEM_"
 BACKENDS = ("torch", "sglang")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class ConfigError(ValueError):
+    """A bad option value or command line; the message names the flag or variable and what it must be."""
 
 
 def tracing_requested(env: Mapping[str, str]) -> bool:
@@ -28,52 +41,238 @@ def tracing_requested(env: Mapping[str, str]) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
+def otel_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The OTEL_* variables, for the tracer provider's own checks (service/tracing.py)."""
+    env = os.environ if env is None else env
+    return {key: value for key, value in env.items() if key.startswith("OTEL_")}
+
+
+# ---- how an option reads its text ------------------------------------------------------------------------------
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+
+
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false (1/0, yes/no, on/off)")
+
+
+def _choice(choices: tuple[str, ...], normalise: Callable[[str], str] = str.lower) -> Callable[[str], str]:
+    def read(text: str) -> str:
+        value = normalise(text.strip())
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return read
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a ServerConfig field is set: `--flag VALUE` (a switch takes no value) or the environment variable."""
+
+    flag: str | None  # None: no flag (the help text says why)
+    env: str
+    help: str
+    read: Callable[[str], object]  # text -> value; a ValueError says what was expected
+    switch: bool = False  # a flag without a value: sets `switch_value`
+    switch_value: bool = True
+    metavar: str | None = None
+
+    def parse(self, text: str, source: str):
+        try:
+            return self.read(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}={text!r}: {exc}") from None
+
+
+def option(
+    default,
+    help: str,
+    *,
+    name: str | None = None,
+    env: str | None = None,
+    read: Callable[[str], object] = str,
+    switch: bool = False,
+    switch_value: bool = True,
+    no_flag: bool = False,
+    metavar: str | None = None,
+):
+    """A ServerConfig field with its Option: flag --<name>, variable DELTAMEM_<NAME> unless given (name: the field's
+    own, dashes for underscores, unless given)."""
+
+    def declare(field_name: str) -> Option:
+        stem = name or field_name.replace("_", "-")
+        shown = metavar or {_integer: "N", _optional_integer: "N", _number: "SECONDS"}.get(read)
+        return Option(
+            flag=None if no_flag else f"--{stem}",
+            env=env or ENV_PREFIX + stem.upper().replace("-", "_"),
+            help=help,
+            read=read,
+            switch=switch,
+            switch_value=switch_value,
+            metavar=shown,
+        )
+
+    return field(default=default, metadata={"option": declare})
+
+
+def _path(text: str) -> Path:
+    return Path(text)
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _optional_integer(text: str) -> int | None:
+    return _integer(text) if text else None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051
-    model_dir: Path | None = None  # None = the embedded default model
-    adapter_dir: Path | None = None  # None = the shipped trained adapter (embedded model) or the reference init
-    untrained_adapter: bool = False  # the reference init even for the embedded model
-    backend: str = "torch"  # the engine: torch (in-process) or sglang (GPU)
-    cache_dir: Path = Path(".cache")
-    data_dir: Path | None = None  # where sessions are stored durably; None = cache_dir / "sessions"
-    persist: bool = True  # False: sessions live in memory only and are lost at exit
-    store_url: str = ""  # redis://host:port/db: share sessions with other replicas through Redis
-    max_workers: int = 16
-    max_batch: int = 8  # requests the engine runs together; more wait for a free slot
-    grace_seconds: float = 30.0  # how long calls in flight may run on after shutdown begins
-    drain_notice_seconds: float = 2.0  # NOT_SERVING, and still answering reads, before the server stops
-    log_level: str = "INFO"
-    api_keys_file: Path | None = None  # `tenant key` lines; with DELTAMEM_API_KEYS, none at all = auth off
-    api_keys: str = ""  # DELTAMEM_API_KEYS: tenant:key,tenant:key
-    max_sessions_per_tenant: int = 10_000
-    max_input_tokens: int = 32_768  # per Generate or UpdateMemory call
-    max_message_bytes: int = 16 << 20  # largest request the server accepts
-    metrics_port: int | None = None  # Prometheus endpoint on host:metrics_port; None = off, 0 = a free port
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the server speaks TLS only
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
-    tracing: bool = False  # OpenTelemetry spans, configured by the standard OTEL_* variables
-    prepare_only: bool = False
+    host: str = option("127.0.0.1", "address to bind")
+    port: int = option(50051, "port; 0 picks a free one", read=_integer)
+    model_dir: Path | None = option(
+        None,
+        "local HF Llama/Qwen3/SmolLM3 directory (default: the embedded SmolLM2-135M-Instruct)",
+        name="model",
+        read=_optional_path,
+        metavar="DIR",
+    )
+    adapter_dir: Path | None = option(
+        None,
+        "δ-mem adapter in the reference format (default: the shipped trained adapter for the embedded model, the "
+        "untrained reference init for any other)",
+        name="adapter",
+        read=_optional_path,
+        metavar="DIR",
+    )
+    untrained_adapter: bool = option(
+        False, "use the untrained reference init even for the embedded model", read=_switch, switch=True
+    )
+    backend: str = option(
+        "torch",
+        "engine: torch (in-process, CPU or GPU) or sglang (GPU; docs/sglang.md)",
+        read=_choice(BACKENDS),
+        metavar="|".join(BACKENDS),
+    )
+    kernels: str = option(
+        "auto",
+        "memory kernels: auto, or force triton, torch (the plain PyTorch path) or native (the compiled CPU ops, "
+        "required); docs/kernels.md",
+        read=_choice(KERNEL_BACKENDS),
+        metavar="|".join(KERNEL_BACKENDS),
+    )
+    cpu_gemm: str = option(
+        "onednn",
+        "float32 CPU linears on oneDNN, or PyTorch's default path",
+        read=_choice(CPU_GEMMS),
+        metavar="|".join(CPU_GEMMS),
+    )
+    cache_dir: Path = option(DEFAULT_BUILD_ROOT, "converted models and the compiled CPU ops", read=_path, metavar="DIR")
+    data_dir: Path | None = option(
+        None, "durable session store (default: CACHE_DIR/sessions)", read=_optional_path, metavar="DIR"
+    )
+    persist: bool = option(
+        True,
+        "keep sessions in memory only (lost at exit)",
+        name="ephemeral",
+        read=lambda text: not _switch(text),
+        switch=True,
+        switch_value=False,
+    )
+    store_url: str = option(
+        "",
+        "share sessions with other replicas through Redis (redis://host:port/db)",
+        name="store",
+        env="DELTAMEM_STORE_URL",
+        metavar="REDIS_URL",
+    )
+    max_workers: int = option(16, "gRPC worker threads", read=_integer)
+    max_batch: int = option(8, "requests the engine runs together; more wait for a free slot", read=_integer)
+    grace_seconds: float = option(
+        30.0,
+        "seconds calls in flight may run on after shutdown begins",
+        name="grace",
+        env="DELTAMEM_GRACE_SECONDS",
+        read=_number,
+    )
+    drain_notice_seconds: float = option(
+        2.0,
+        "seconds of NOT_SERVING (reads still answered) before the server stops taking calls",
+        name="drain-notice",
+        env="DELTAMEM_DRAIN_NOTICE_SECONDS",
+        read=_number,
+    )
+    log_level: str = option("INFO", "logging level", read=_choice(LOG_LEVELS, str.upper), metavar="|".join(LOG_LEVELS))
+    api_keys_file: Path | None = option(
+        None,
+        "'tenant key' lines; without keys (here or DELTAMEM_API_KEYS) authentication is off",
+        read=_optional_path,
+        metavar="FILE",
+    )
+    api_keys: str = option(
+        "",
+        "API keys as tenant:key,tenant:key (kept off the command line, which `ps` shows)",
+        no_flag=True,
+    )
+    max_sessions_per_tenant: int = option(10_000, "sessions one tenant may hold", read=_integer)
+    max_input_tokens: int = option(32_768, "tokens one Generate or UpdateMemory input may have", read=_integer)
+    max_message_bytes: int = option(16 << 20, "largest request accepted", read=_integer)
+    metrics_port: int | None = option(
+        None, "serve Prometheus metrics on this port, 0: a free one (default: off)", read=_optional_integer
+    )
+    tls_cert: Path | None = option(None, "PEM certificate chain (enables TLS)", read=_optional_path, metavar="FILE")
+    tls_key: Path | None = option(None, "PEM private key", read=_optional_path, metavar="FILE")
+    tls_client_ca: Path | None = option(
+        None,
+        "PEM CA bundle; clients must present a certificate it signed (mutual TLS)",
+        read=_optional_path,
+        metavar="FILE",
+    )
+    prepare_only: bool = option(
+        False, "convert the default model into the cache if needed, then exit", read=_switch, switch=True
+    )
+    # not an option: OpenTelemetry spans, on when the standard OTEL_* variables ask for them (tracing_requested)
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
         if self.grace_seconds < 0 or self.drain_notice_seconds < 0:
             raise ValueError("grace_seconds and drain_notice_seconds must be >= 0")
-        if self.max_sessions_per_tenant < 1 or self.max_input_tokens < 1:
-            raise ValueError("max_sessions_per_tenant and max_input_tokens must be >= 1")
-        if self.store_url and not self.store_url.startswith(("redis://", "rediss://", "unix://")):
+        if self.max_sessions_per_tenant < 1 or self.max_input_tokens < 1 or self.max_message_bytes < 1:
+            raise ValueError("max_sessions_per_tenant, max_input_tokens and max_message_bytes must be >= 1")
+        if self.store_url and not self.store_url.startswith(STORE_SCHEMES):
             raise ValueError(f"store_url must be a redis:// URL, got {self.store_url!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("mutual TLS (a client CA) needs the server's own certificate and key too")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name, choices in (("backend", BACKENDS), ("kernels", KERNEL_BACKENDS), ("cpu_gemm", CPU_GEMMS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
@@ -85,33 +284,86 @@ class ServerConfig:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def kernel_settings(self) -> KernelSettings:
+        """What the kernels are told (kernels/settings.py): backend, CPU GEMMs, where the compiled ops are built."""
+        return KernelSettings(backend=self.kernels, cpu_gemm=self.cpu_gemm, build_root=self.cache_dir)
+
     @classmethod
-    def from_env(cls) -> ServerConfig:
-        """Defaults overridden by DELTAMEM_HOST, _PORT, _MODEL, _ADAPTER, _CACHE_DIR, _DATA_DIR, _STORE_URL,
-        _MAX_WORKERS, _MAX_BATCH, _GRACE_SECONDS, _DRAIN_NOTICE_SECONDS, _LOG_LEVEL, _API_KEYS_FILE, _API_KEYS,
-        _MAX_SESSIONS_PER_TENANT, _MAX_INPUT_TOKENS, _METRICS_PORT, _TLS_CERT, _TLS_KEY, _TLS_CLIENT_CA, _BACKEND."""
-        env = os.environ
-        return cls(
-            host=env.get("DELTAMEM_HOST", cls.host),
-            port=int(env.get("DELTAMEM_PORT", cls.port)),
-            model_dir=Path(env["DELTAMEM_MODEL"]) if env.get("DELTAMEM_MODEL") else None,
-            adapter_dir=Path(env["DELTAMEM_ADAPTER"]) if env.get("DELTAMEM_ADAPTER") else None,
-            data_dir=Path(env["DELTAMEM_DATA_DIR"]) if env.get("DELTAMEM_DATA_DIR") else None,
-            store_url=env.get("DELTAMEM_STORE_URL", ""),
-            cache_dir=default_cache_dir(),
-            max_workers=int(env.get("DELTAMEM_MAX_WORKERS", cls.max_workers)),
-            max_batch=int(env.get("DELTAMEM_MAX_BATCH", cls.max_batch)),
-            grace_seconds=float(env.get("DELTAMEM_GRACE_SECONDS", cls.grace_seconds)),
-            drain_notice_seconds=float(env.get("DELTAMEM_DRAIN_NOTICE_SECONDS", cls.drain_notice_seconds)),
-            log_level=env.get("DELTAMEM_LOG_LEVEL", cls.log_level),
-            api_keys_file=Path(env["DELTAMEM_API_KEYS_FILE"]) if env.get("DELTAMEM_API_KEYS_FILE") else None,
-            api_keys=env.get("DELTAMEM_API_KEYS", ""),
-            max_sessions_per_tenant=int(env.get("DELTAMEM_MAX_SESSIONS_PER_TENANT", cls.max_sessions_per_tenant)),
-            max_input_tokens=int(env.get("DELTAMEM_MAX_INPUT_TOKENS", cls.max_input_tokens)),
-            metrics_port=int(env["DELTAMEM_METRICS_PORT"]) if env.get("DELTAMEM_METRICS_PORT") else None,
-            tls_cert=Path(env["DELTAMEM_TLS_CERT"]) if env.get("DELTAMEM_TLS_CERT") else None,
-            tls_key=Path(env["DELTAMEM_TLS_KEY"]) if env.get("DELTAMEM_TLS_KEY") else None,
-            tls_client_ca=Path(env["DELTAMEM_TLS_CLIENT_CA"]) if env.get("DELTAMEM_TLS_CLIENT_CA") else None,
-            tracing=tracing_requested(env),
-            backend=env.get("DELTAMEM_BACKEND", cls.backend),
-        )
+    def parse(cls, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
+        """The configuration the command line `argv` (default sys.argv[1:]) and the environment `env` (default
+        os.environ) ask for; a ConfigError for anything they get wrong. `--help` prints every option and exits."""
+        env = os.environ if env is None else env
+        given = vars(parser().parse_args(argv))
+        values = {}
+        for name, spec in options().items():
+            if env.get(spec.env):
+                values[name] = spec.parse(env[spec.env], spec.env)
+            if name in given:
+                values[name] = given[name] if spec.switch else spec.parse(given[name], spec.flag)
+        try:
+            return cls(**values, tracing=tracing_requested(env))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
+        """Defaults overridden by the environment alone (no command line)."""
+        return cls.parse([], env)
+
+
+def options() -> dict[str, Option]:
+    """Field name -> its Option, in declaration order."""
+    found = {}
+    for item in dataclasses.fields(ServerConfig):
+        declare = item.metadata.get("option")
+        if declare is not None:
+            found[item.name] = declare(item.name)
+    return found
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line, built from the options: values are kept as text (parse reads them) and absent flags are
+    absent (the environment or the default applies)."""
+    flagless = [spec for spec in options().values() if spec.flag is None]
+    command = _Parser(
+        prog="deltamem-server",
+        description="Serve δ-mem sessions over gRPC. Each option can also be set by the environment variable shown.",
+        epilog="Environment only: "
+        + "; ".join(f"{spec.env}: {spec.help}" for spec in flagless)
+        + "; tracing: the standard OTEL_* variables (docs/operations.md).",
+        argument_default=argparse.SUPPRESS,
+    )
+    defaults = ServerConfig.__dataclass_fields__
+    for name, spec in options().items():
+        if spec.flag is None:
+            continue
+        default = defaults[name].default
+        shown = "off" if spec.switch else ("none" if default is None or default == "" else default)
+        text = f"{spec.help} [{spec.env}]" + ("" if "(default" in spec.help else f" (default: {shown})")
+        text = text.replace("%", "%%")
+        if spec.switch:
+            command.add_argument(spec.flag, dest=name, action="store_const", const=spec.switch_value, help=text)
+        else:
+            command.add_argument(spec.flag, dest=name, metavar=spec.metavar or name.upper(), help=text)
+    return command
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where converted models live: the cache_dir option's environment variable, else its default."""
+    env = os.environ if env is None else env
+    spec = options()["cache_dir"]
+    return spec.parse(env[spec.env], spec.env) if env.get(spec.env) else ServerConfig.cache_dir
+
+
+def configure_kernels(config: ServerConfig | None = None) -> KernelSettings:
+    """Give the kernels the settings `config` (by default the environment's) asks for, and return them: what the
+    server does as it starts, and what in-process users (benchmarks, tests, evaluations) do to run as it would."""
+    chosen = (config or ServerConfig.from_env()).kernel_settings
+    kernel_settings.configure(chosen)
+    return chosen

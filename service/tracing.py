@@ -8,7 +8,6 @@ the caller's W3C trace context from the call metadata; the engine and store span
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from contextlib import contextmanager
 
@@ -53,10 +52,11 @@ def span_exporters(env: Mapping[str, str]) -> list:
     return exporters
 
 
-def start_tracing(env: Mapping[str, str] = os.environ, exporters: list | None = None):
+def start_tracing(env: Mapping[str, str], exporters: list | None = None):
     """Create the tracer provider (service name `deltamem` unless OTEL_SERVICE_NAME says otherwise), attach a
-    batching processor per exporter, and turn on the engine's and store's spans. Returns the provider; call
-    stop_tracing(provider) at exit so the last spans are flushed."""
+    batching processor per exporter, and turn on the engine's and store's spans; `env` holds the OTEL_* settings
+    (config.otel_settings). Returns the provider; call stop_tracing(provider) at exit so the last spans are
+    flushed."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor

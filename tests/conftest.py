@@ -25,10 +25,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from deltamem import kernels
 from deltamem.client import MemoryClient
 from deltamem.runtime.model.adapter import TRAINABLE_PARAMETER_NAMES
 from deltamem.runtime.model.adapter_config import DeltaMemConfig
 from deltamem.runtime.model.memory_model import MemoryModel
+from deltamem.service.config import configure_kernels
+
+configure_kernels()  # as a server in this environment would (DELTAMEM_KERNELS, _CPU_GEMM, _CACHE_DIR)
 
 
 def tiny_backbone(model_type: str, seed: int = 0, vocab_size: int = 97):
@@ -86,6 +90,14 @@ def default_engine(default_model_dir):
     from deltamem.runtime.model.backbone import load_model
 
     return SequentialEngine(load_model(default_model_dir))
+
+
+@pytest.fixture
+def use_kernels():
+    """use_kernels(backend=..., cpu_gemm=...) changes the kernels' settings for the rest of one test."""
+    before = kernels.settings.current()
+    yield lambda backend=None, **changes: kernels.configure(**({"backend": backend} if backend else {}), **changes)
+    kernels.configure(before)
 
 
 @pytest.fixture(scope="session")

@@ -3,19 +3,20 @@
 At batch 1 the PyTorch decode step is dispatch-bound (~15 small operations per layer); the native ops do the
 same math in one call per layer (decode_step_cpu, decode_layer_cpu), and scan_cpu does a pass over several tokens
 (prefill, memory writes) the same way. It is built on first use with torch.utils.cpp_extension into
-$DELTAMEM_CACHE_DIR/torch_extensions (rebuilt only when the source or torch changes) and loaded as
-torch.ops.deltamem.* (`op(name)`). Where it cannot be built (no compiler), `auto` dispatch falls back to the
-PyTorch path with one warning; DELTAMEM_KERNELS=native makes that an error instead.
+<build_root>/torch_extensions (settings.py; the server's cache directory; rebuilt only when the source or torch
+changes) and loaded as torch.ops.deltamem.* (`op(name)`). Where it cannot be built (no compiler), `auto` dispatch
+falls back to the PyTorch path with one warning; the `native` backend makes that an error instead.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
 import torch
+
+from deltamem.kernels import settings
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,7 @@ _state: dict[str, object] = {}  # "op" once built, or "error" once a build faile
 
 
 def build_directory() -> Path:
-    root = Path(os.environ.get("DELTAMEM_CACHE_DIR") or Path.home() / ".cache" / "deltamem")
-    return root / "torch_extensions" / f"torch-{torch.__version__.replace('+', '-')}"
+    return settings.current().build_root / "torch_extensions" / f"torch-{torch.__version__.replace('+', '-')}"
 
 
 def load(strict: bool = False):
@@ -42,7 +42,7 @@ def load(strict: bool = False):
                 _state["error"] = exc
                 log.warning("CPU decode op not built (%s); decode uses the PyTorch path", exc)
         if strict and "error" in _state:
-            raise RuntimeError(f"DELTAMEM_KERNELS=native: the CPU decode op cannot be built: {_state['error']}")
+            raise RuntimeError(f"kernels backend 'native': the CPU decode op cannot be built: {_state['error']}")
         return _state.get("op")
 
 

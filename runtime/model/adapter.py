@@ -82,14 +82,6 @@ class DeltaMemLayer(nn.Module):
             self._packed, self._packed_versions = torch.cat(parts), versions
         return self._packed
 
-    def query_fused_weight(self, query: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(weight, bias) of q_proj extended by the packed memory projection: [q_out + 4 * N * r, d], the bias (if
-        q_proj has one) zero-padded, so one GEMM gives a decode token its query and its memory pre-activations.
-        A copy of q_proj's weight: built once by the model's decode plans, which keep it while nothing changes."""
-        packed = self.packed_projection_weight().to(query.weight.dtype)
-        bias = None if query.bias is None else torch.cat([query.bias, query.bias.new_zeros(packed.shape[0])])
-        return torch.cat([query.weight, packed]), bias
-
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [B, T, d] → q, k, v, beta, each [B, T, N, r] in fp32."""
         weight = self.packed_projection_weight()
@@ -98,16 +90,14 @@ class DeltaMemLayer(nn.Module):
         )
 
     def decode_step(
-        self, x: torch.Tensor, state: torch.Tensor, write: torch.Tensor | None, step=None
+        self, x: torch.Tensor, state: torch.Tensor, write: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decode token per row: x [B, d], state [B, N, r, r] → (reads [B, N, r], new state). `step` is an
-        implementation from kernels.decode_step_fn, resolved once per pass by the caller; without it the
-        checked, dispatching kernels.memory_decode_step runs."""
+        """One decode token per row: x [B, d], state [B, N, r, r] → (reads [B, N, r], new state), through the
+        checked, dispatching kernels.memory_decode_step (the SGLang backend's decode)."""
         weight = self.packed_projection_weight()
         if x.dtype != weight.dtype:
             x = x.to(weight.dtype)
-        run = memory_decode_step if step is None else step
-        return run(x, weight, self.beta_bias, state, self.config.num_state_heads, self.config.rank, write)
+        return memory_decode_step(x, weight, self.beta_bias, state, *self.state_dims, write)
 
     def correct_query(self, q_out: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
         """q_proj's output plus scale · Wdq · m; reads: [B, T, N*r]."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from deltamem.kernels import cpu_linear, decode_layer_fn, decode_step_fn, delta_rule, memory_scan_fn
+from deltamem.kernels import MemoryOps, delta_rule, memory_ops
 from deltamem.runtime.model.adapter import TRAINABLE_PARAMETER_NAMES, DeltaMemLayer
 from deltamem.runtime.model.adapter_config import DeltaMemConfig
 
@@ -27,23 +27,25 @@ class UnsupportedBackbone(ValueError):
 
 @dataclass
 class _Pass:
-    """What the q/o forwards share during one pass: the incoming state, and the reads and states they produce."""
+    """What the q/o forwards share during one pass: its inputs, and the reads and states they produce.
+
+    Inference passes that write token by token run the kernels' one-call ops (`ops`): a decode pass (one token
+    per row) a DecodeLayer per layer on its own copy of the state (`updated`), a pass of several tokens the scan.
+    Every other pass (read-only, message means, gradients) runs the differentiable projection and delta rule."""
 
     state: torch.Tensor  # [B, L, N, r, r] fp32
     write: bool
     write_mask: torch.Tensor | None  # [B, T] bool
     message_ids: torch.Tensor | None  # [B, T] long, -1 = not written (message_mean adapters only)
+    ops: MemoryOps | None = None  # inference passes with token writes: the kernels' one-call ops
+    decode_layers: list | None = None  # decode passes: per layer, its DecodeLayer (kernels.memory_ops)
+    decode_mask: torch.Tensor | None = None  # decode passes: [B] rows that write (None: all of them)
+    updated: torch.Tensor | None = None  # decode passes: the pass's own copy of the state, updated in place
+    layer_states: tuple[torch.Tensor, ...] | None = None  # the state (decode: `updated`) split per layer, once
     reads: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, N*r]
     final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, N, r, r]
+    corrections: dict[int, torch.Tensor] = field(default_factory=dict)  # decode: layer -> Δo [B, 1, out]
     gates: list[torch.Tensor] | None = None  # the write gates (beta) of every layer, when asked for (training)
-    decode_step: object | None = None  # decode passes: the step implementation, resolved once for all layers
-    decode_mask: torch.Tensor | None = None  # decode passes: [B] rows that write (None: all of them)
-    decode_layer: object | None = None  # decode passes on the compiled CPU path: q GEMM, step, corrections in one call
-    corrections: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> Δo, made with the decode step
-    decode_plans: list | None = None  # with decode_layer: per layer (fused q weight, its bias, the op's arguments)
-    scan: object | None = None  # token-write passes outside autograd on the compiled CPU path: projection + scan
-    layer_states: tuple[torch.Tensor, ...] | None = None  # state split per layer, once per pass
-    updated: torch.Tensor | None = None  # with decode_layer: the pass's own copy of the state, updated in place
 
 
 @dataclass
@@ -154,20 +156,13 @@ class MemoryModel(nn.Module):
             write_mask = None  # decode rows that all write: skip the masking work in every layer
         run = _Pass(state=state.float().contiguous(), write=write, write_mask=write_mask, message_ids=message_ids)
         run.gates = [] if return_gates else None
-        device, dtype = input_ids.device, self.adapters[0].beta_bias.dtype
-        if write and message_ids is None and not torch.is_grad_enabled():
+        if self.memory_enabled and write and message_ids is None and not return_gates and not torch.is_grad_enabled():
+            run.ops = memory_ops(input_ids.device, self.adapters[0].beta_bias.dtype)
             if input_ids.shape[1] == 1:
-                if self.backbone.dtype == dtype:  # the op takes q_proj's GEMM output in the adapter's dtype
-                    run.decode_layer = decode_layer_fn(device, dtype)
-                if run.decode_layer is not None and self.memory_enabled:
-                    run.decode_plans = self._decode_plans()
-                    run.updated = run.state.clone()  # one copy for all layers, which the op updates in place
-                    run.layer_states = run.updated.unbind(1)
-                if run.decode_layer is None:  # no compiled op here: the step kernel, corrections by addmm
-                    run.decode_step = decode_step_fn(device, dtype)
+                run.decode_layers = self._decode_layers(run.ops)
+                run.updated = run.state.clone()  # one copy for all layers, which the decode layers update in place
+                run.layer_states = run.updated.unbind(1)
                 run.decode_mask = None if write_mask is None else write_mask[:, 0].contiguous()
-            else:
-                run.scan = memory_scan_fn(device, dtype)
         self._pass = run if self.memory_enabled else None
         write = write and self.memory_enabled
         extra = {"attention_mask": attention_mask, "position_ids": position_ids}
@@ -200,22 +195,29 @@ class MemoryModel(nn.Module):
             logits=logits, state=new_state, past_key_values=cache if use_cache else None, gates=run.gates
         )
 
-    def _decode_plans(self) -> list[tuple]:
-        """Per layer, what the compiled decode op needs besides the token: (q_proj's weight extended by the memory
-        projection, its bias, the op's arguments). Reused while none of the parameters they come from changes
-        (version counters and storage, checked once per pass), since Python work per layer is costly mid-step,
-        where the GEMMs have flushed the caches."""
+    def _decode_layers(self, ops: MemoryOps) -> list:
+        """Per layer, the DecodeLayer `ops` builds from its weights (q_proj's and the adapter's). Reused while
+        neither the ops nor any parameter they come from changes (version counters and storage, checked once per
+        pass), since Python work per layer is costly mid-step, where the GEMMs have flushed the caches."""
         tensors = [module._parameters[name] for module, name in self._plan_sources]
-        key = [t._version for t in tensors] + [t.data_ptr() for t in tensors]
+        key = [ops] + [t._version for t in tensors] + [t.data_ptr() for t in tensors]
         if self._plans is None or self._plans[0] != key:
-            plans, onednn = [], cpu_linear.onednn_for_inference()
+            layers = []
             for adapter, layer in zip(self.adapters, self.backbone.model.layers, strict=True):
                 query = layer.self_attn.q_proj
-                weight, bias = adapter.query_fused_weight(query)
-                corrections = (adapter.delta_q_proj.t().contiguous(), adapter.delta_o_proj.t().contiguous())
-                op_args = (query.out_features, adapter.beta_bias, *corrections, adapter.config.scale)
-                plans.append((weight, bias, (*op_args, *adapter.state_dims, onednn)))
-            self._plans = (key, plans)
+                layers.append(
+                    ops.decode_layer(
+                        query.weight,
+                        query.bias,
+                        adapter.packed_projection_weight(),
+                        adapter.beta_bias,
+                        adapter.delta_q_proj,
+                        adapter.delta_o_proj,
+                        adapter.config.scale,
+                        *adapter.state_dims,
+                    )
+                )
+            self._plans = (key, layers)
         return self._plans[1]
 
     def _make_query_forward(self, index: int, linear: nn.Linear):
@@ -233,19 +235,10 @@ class MemoryModel(nn.Module):
             if run.layer_states is None:
                 run.layer_states = run.state.unbind(1)
             layer_state = run.layer_states[index]
-            if run.decode_layer is not None:  # decode, compiled CPU path: GEMM, step and corrections in one call
-                weight, bias, op_args = run.decode_plans[index]
-                query, run.corrections[index] = run.decode_layer(
-                    x, weight, bias, layer_state, run.decode_mask, *op_args
-                )
+            if run.decode_layers is not None:  # decode: q_proj's GEMM, the step and both corrections in one call
+                query, run.corrections[index] = run.decode_layers[index](x, layer_state, run.decode_mask)
                 return query
-            if run.decode_step is not None:
-                # decode: projection and the fused single-token step (a masked-out row reads, writes nothing)
-                rows = x.reshape(x.shape[0], x.shape[-1])
-                reads, run.final[index] = adapter.decode_step(rows, layer_state, run.decode_mask, run.decode_step)
-                run.reads[index] = reads.flatten(-2)[:, None]
-            else:
-                run.reads[index] = self._layer_reads(index, x, layer_state, run)
+            run.reads[index] = self._layer_reads(index, x, layer_state, run)
             return adapter.correct_query(plain(x), run.reads[index])
 
         return forward
@@ -253,11 +246,10 @@ class MemoryModel(nn.Module):
     def _layer_reads(self, index: int, x: torch.Tensor, layer_state: torch.Tensor, run: _Pass) -> torch.Tensor:
         """Every token's read [B, T, N*r] for a pass over several tokens; records the layer's final state."""
         adapter = self.adapters[index]
-        if run.scan is not None:  # token writes outside autograd, compiled CPU path: projection and scan in one call
+        if run.ops is not None:  # token writes outside autograd: projection and scan in one op
             weight = adapter.packed_projection_weight()
-            mask = None if run.write_mask is None else run.write_mask.contiguous()
-            reads, run.final[index] = run.scan(
-                x.to(weight.dtype).contiguous(), weight, adapter.beta_bias, layer_state, mask, *adapter.state_dims
+            reads, run.final[index] = run.ops.scan(
+                x, weight, adapter.beta_bias, layer_state, run.write_mask, *adapter.state_dims
             )
             return reads.flatten(-2)
         q, k, v, beta = adapter.project(x)
@@ -301,7 +293,7 @@ class MemoryModel(nn.Module):
             run = self._pass
             if run is None:
                 return plain(x)
-            if run.decode_layer is not None:  # computed with the decode step ([B, 1, out]): add it
+            if run.decode_layers is not None:  # computed with the decode step ([B, 1, out]): add it
                 return plain(x).add_(run.corrections[index])  # (as the GEMM's bias it measured slower)
             return adapter.correct_output(plain(x), run.reads[index])
 

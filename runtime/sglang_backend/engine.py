@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -35,13 +34,11 @@ from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemCo
 from deltamem.runtime.model.backbone import backbone_fingerprint
 from deltamem.runtime.model.checkpoint import adapter_fingerprint, load_adapter_weights
 from deltamem.runtime.model.memory_model import UnsupportedBackbone
-from deltamem.runtime.sglang_backend import PACKAGE
+from deltamem.runtime.sglang_backend import PACKAGE, handoff
 from deltamem.runtime.sglang_backend.adapter_weights import build_adapters
-from deltamem.runtime.sglang_backend.mailbox import ENV_VAR as MAILBOX_ENV_VAR
 from deltamem.runtime.sglang_backend.mailbox import Mailbox, RequestFlags, encode_rid
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen3ForCausalLM")
-ADAPTER_ENV_VAR = "DELTAMEM_ADAPTER_DIR"  # read by models.py in the model process
 _END = object()
 
 
@@ -115,9 +112,7 @@ class SGLangEngine:
         # a generation that writes its output holds two slots for a moment (its own, then the final-state pass)
         self.mailbox = Mailbox.create(2 * max_batch, self.state_shape)
         self._slots = threading.BoundedSemaphore(self.mailbox.capacity)
-        os.environ["SGLANG_EXTERNAL_MODEL_PACKAGE"] = PACKAGE
-        os.environ[ADAPTER_ENV_VAR] = str(adapter_dir)
-        os.environ[MAILBOX_ENV_VAR] = self.mailbox.env_value()
+        handoff.announce(PACKAGE, adapter_dir, self.mailbox.env_value())
         self._loop = asyncio.new_event_loop()
         self._sgl = None
         started: concurrent.futures.Future = concurrent.futures.Future()

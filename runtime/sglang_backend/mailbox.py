@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from pathlib import Path
 import torch
 
 from deltamem.runtime.engine.state_pool import StatePool
+from deltamem.runtime.sglang_backend import handoff
 
-ENV_VAR = "DELTAMEM_SGLANG_MAILBOX"
 RID_PREFIX = "deltamem"
 
 
@@ -69,13 +70,13 @@ class Mailbox:
     @classmethod
     def create(cls, capacity: int, state_shape: tuple[int, ...], directory: str = "/dev/shm") -> Mailbox:
         base = directory if os.path.isdir(directory) else None
-        path = Path(base or os.environ.get("TMPDIR", "/tmp"), f"deltamem-mailbox-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        path = Path(base or tempfile.gettempdir(), f"deltamem-mailbox-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         return cls(path, capacity, state_shape, create=True)
 
     @classmethod
     def from_env(cls, state_shape: tuple[int, ...]) -> Mailbox | None:
-        """The mailbox the engine announced in the environment, checked against the model's own state shape."""
-        spec = os.environ.get(ENV_VAR)
+        """The mailbox the engine announced (handoff.py), checked against the model's own state shape."""
+        spec = handoff.mailbox()
         if not spec:
             return None
         data = json.loads(spec)

@@ -7,14 +7,13 @@ run the layer's memory read and write for every request of the batch, and add th
 qkv_proj's output and to o_proj's output. Each forward is planned from the ForwardBatch: the requests' rids
 carry their mailbox slot and write flags, their request-pool rows index the state pool.
 
-The adapter comes from the directory in DELTAMEM_ADAPTER_DIR (reference format). Supported: tensor-parallel
+The adapter comes from the directory the engine announced (handoff.py; reference format). Supported: tensor-parallel
 size 1, token-state writes (TSW, MSW), unquantized models, CUDA graphs off (the hooks are Python).
 SGLang 0.5.23 has no SmolLM3 model, so there is no SmolLM3 entry here.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -23,19 +22,18 @@ from sglang.srt.models.qwen3 import Qwen3ForCausalLM as _SGLangQwen3
 from sglang.srt.runtime_context import get_parallel
 
 from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemConfig
+from deltamem.runtime.sglang_backend import handoff
 from deltamem.runtime.sglang_backend.adapter_weights import ATTRIBUTE, build_adapters, load_reference_adapter
 from deltamem.runtime.sglang_backend.batch_memory import BatchPlan, correct_qkv, layer_memory
 from deltamem.runtime.sglang_backend.mailbox import Mailbox
 from deltamem.runtime.sglang_backend.request_states import RequestStates
 
-ADAPTER_ENV_VAR = "DELTAMEM_ADAPTER_DIR"
-
 
 def adapter_dir_from_env() -> Path:
-    value = os.environ.get(ADAPTER_ENV_VAR)
-    if not value:
-        raise AdapterConfigError(f"{ADAPTER_ENV_VAR} must name a δ-mem adapter directory (reference format)")
-    return Path(value)
+    found = handoff.adapter_dir()
+    if found is None:
+        raise AdapterConfigError(f"{handoff.ADAPTER_ENV_VAR} must name a δ-mem adapter directory (reference format)")
+    return found
 
 
 class _DeltaMem:

@@ -8,32 +8,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deltamem.kernels import cpu_linear
+from deltamem.kernels import KernelSettings, cpu_linear
 from deltamem.kernels.decode_step import cpu_native
 
 needs_onednn = pytest.mark.skipif(not cpu_linear.onednn_available(), reason="this PyTorch build has no oneDNN")
 
 
-@pytest.fixture
-def gemm_setting(monkeypatch):
-    """Set DELTAMEM_CPU_GEMM for one test (the setting is read once per process, so the cache is cleared)."""
-
-    def choose(value: str | None) -> None:
-        if value is None:
-            monkeypatch.delenv(cpu_linear.ENV_VAR, raising=False)
-        else:
-            monkeypatch.setenv(cpu_linear.ENV_VAR, value)
-        cpu_linear.requested.cache_clear()
-
-    yield choose
-    cpu_linear.requested.cache_clear()
-
-
 @needs_onednn
 @pytest.mark.parametrize("shape", [(5, 40), (2, 3, 40)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_linear_equals_f_linear(gemm_setting, shape, with_bias):
-    gemm_setting(None)
+def test_linear_equals_f_linear(use_kernels, shape, with_bias):
+    use_kernels(cpu_gemm="onednn")
     g = torch.Generator().manual_seed(len(shape))
     x, weight = torch.randn(*shape, generator=g), torch.randn(24, 40, generator=g)
     bias = torch.randn(24, generator=g) if with_bias else None
@@ -43,9 +28,9 @@ def test_linear_equals_f_linear(gemm_setting, shape, with_bias):
         torch.testing.assert_close(cpu_linear.linear(strided, weight), F.linear(strided, weight), rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_and_other_dtypes_take_f_linear(gemm_setting):
+def test_gradients_and_other_dtypes_take_f_linear(use_kernels):
     """oneDNN's op has no backward: wherever autograd needs one, and for other dtypes, it is F.linear exactly."""
-    gemm_setting(None)
+    use_kernels(cpu_gemm="onednn")
     g = torch.Generator().manual_seed(3)
     weight = torch.randn(6, 5, generator=g)
     x = torch.randn(4, 5, generator=g, requires_grad=True)
@@ -57,19 +42,18 @@ def test_gradients_and_other_dtypes_take_f_linear(gemm_setting):
     assert torch.equal(cpu_linear.linear(half, weight.to(torch.bfloat16)), F.linear(half, weight.to(torch.bfloat16)))
 
 
-def test_the_setting_default_is_pytorch_and_a_bad_value_is_refused(gemm_setting):
+def test_the_setting_default_is_pytorch_and_a_bad_value_is_refused(use_kernels):
     g = torch.Generator().manual_seed(4)
     x, weight = torch.randn(3, 33, generator=g), torch.randn(17, 33, generator=g)
-    gemm_setting("default")
+    use_kernels(cpu_gemm="default")
     with torch.inference_mode():
         assert torch.equal(cpu_linear.linear(x, weight), F.linear(x, weight))
-    gemm_setting("fastest")
-    with pytest.raises(ValueError, match="DELTAMEM_CPU_GEMM='fastest' is not one of onednn, default"):
-        cpu_linear.linear(x, weight)
+    with pytest.raises(ValueError, match="cpu_gemm 'fastest' is not one of onednn, default"):
+        KernelSettings(cpu_gemm="fastest")
 
 
-def test_install_changes_every_linear_and_keeps_the_outputs(make_tiny_backbone, gemm_setting):
-    gemm_setting(None)
+def test_install_changes_every_linear_and_keeps_the_outputs(make_tiny_backbone, use_kernels):
+    use_kernels(cpu_gemm="onednn")
     plain, fast = make_tiny_backbone("qwen3", seed=2), make_tiny_backbone("qwen3", seed=2)
     linears = sum(isinstance(m, nn.Linear) for m in fast.modules())
     assert cpu_linear.install(fast) == linears > 0
@@ -120,13 +104,11 @@ def _decode(model, ids, steps_with_mask=(1, 3)):
 @needs_onednn
 @pytest.mark.skipif(cpu_native.load() is None, reason="the compiled CPU op cannot be built here")
 @pytest.mark.parametrize("arch", ["llama-bias", "qwen3", "smollm3"])
-def test_decoding_through_onednn_and_the_fused_op_equals_the_pytorch_path(
-    monkeypatch, gemm_setting, make_tiny_model, arch
-):
+def test_decoding_through_onednn_and_the_fused_op_equals_the_pytorch_path(use_kernels, make_tiny_model, arch):
     """The serving path (oneDNN linears, q_proj and the memory projection in one GEMM, the compiled decode op)
-    against the plain one (F.linear, DELTAMEM_KERNELS=torch); then a changed adapter weight and a replaced q_proj
+    against the plain one (F.linear, the torch kernels); then a changed adapter weight and a replaced q_proj
     weight must reach the next decode step (the fused weights are cached)."""
-    gemm_setting(None)
+    use_kernels(cpu_gemm="onednn")
 
     def build():
         return _biased_llama_model() if arch == "llama-bias" else make_tiny_model(arch, seed=9, num_state_heads=2)
@@ -137,9 +119,9 @@ def test_decoding_through_onednn_and_the_fused_op_equals_the_pytorch_path(
     ids = torch.randint(3, 97, (2, 8), generator=torch.Generator().manual_seed(10))
 
     def compare():
-        monkeypatch.setenv("DELTAMEM_KERNELS", "torch")
+        use_kernels("torch")
         want = _decode(plain, ids)
-        monkeypatch.setenv("DELTAMEM_KERNELS", "auto")
+        use_kernels("auto")
         got = _decode(fast, ids)
         torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5)

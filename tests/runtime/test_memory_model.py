@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import deltamem.runtime.model.memory_model as memory_model_module
+import deltamem.kernels.inference as inference_module
 from deltamem.kernels import delta_rule_naive
 from deltamem.runtime.model.adapter import TRAINABLE_PARAMETER_NAMES
 
@@ -61,9 +61,9 @@ def test_corrections_are_added_to_q_proj_and_o_proj_with_the_read_before_the_wri
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("num_state_heads", [1, 4])
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
-def test_token_by_token_loop_matches_one_vectorised_pass(make_tiny_model, monkeypatch, arch, num_state_heads, kernels):
+def test_token_by_token_loop_matches_one_vectorised_pass(make_tiny_model, use_kernels, arch, num_state_heads, kernels):
     """Decode steps (the fused step kernel) against one pass (the chunked scan), on either kernel backend."""
-    monkeypatch.setenv("DELTAMEM_KERNELS", kernels)
+    use_kernels(kernels)
     model = make_tiny_model(arch, num_state_heads=num_state_heads)
     from transformers import DynamicCache
 
@@ -80,12 +80,14 @@ def test_token_by_token_loop_matches_one_vectorised_pass(make_tiny_model, monkey
     torch.testing.assert_close(state, full.state, rtol=1e-4, atol=5e-5)
 
 
-def test_vectorised_scan_matches_per_token_scan_inside_the_model(make_tiny_model, monkeypatch):
+def test_vectorised_scan_matches_per_token_scan_inside_the_model(make_tiny_model, use_kernels, monkeypatch):
+    """An inference pass's scan on the PyTorch path (the chunked scan) against the per-token reference in its place."""
+    use_kernels("torch")
     model = make_tiny_model("qwen3")
     ids = tokens(40, seed=5, batch=2)
     with torch.no_grad():
         fast = model(ids, model.empty_state(2), write=True)
-        monkeypatch.setattr(memory_model_module, "delta_rule", delta_rule_naive)
+        monkeypatch.setattr(inference_module, "delta_rule", delta_rule_naive)
         slow = model(ids, model.empty_state(2), write=True)
     torch.testing.assert_close(fast.logits, slow.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.state, slow.state, rtol=1e-5, atol=1e-5)
