@@ -36,7 +36,6 @@ from deltamem.runtime.engine.scheduler import Scheduler
 from deltamem.runtime.engine.sequential import DEFAULT_PREFILL_CHUNK
 from deltamem.runtime.engine.state_pool import StatePool
 from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
-from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.model.backbone import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -92,8 +91,6 @@ class BatchEngine:
         return self.model.empty_state(1, self.device)[0]
 
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        if not encoded.ids:
-            raise InvalidRequest("nothing to write: the input is empty")
         job = self._job(JobKind.WRITE, encoded.ids, encoded.message_ids, True, state)
         self._submit(job)
         return job.next_event(), encoded.tokens_written(self.model.writes_messages)

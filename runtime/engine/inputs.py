@@ -59,8 +59,6 @@ class InputEncoder:
             encoded = self.continuation(after, given.messages)
         else:
             encoded = self.encode_messages(given.messages, add_generation_prompt)
-        if not encoded.ids:
-            raise InvalidRequest("the input is empty: it has no tokens")
         if self.max_input_tokens is not None and len(encoded.ids) > self.max_input_tokens:
             raise InvalidRequest(
                 f"the input has {len(encoded.ids)} tokens; this server takes at most {self.max_input_tokens}"
@@ -68,14 +66,10 @@ class InputEncoder:
         return encoded
 
     def encode_text(self, text: str) -> EncodedInput:
-        if not text:
-            raise InvalidRequest("the input text is empty")
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return EncodedInput(tuple(ids), (0,) * len(ids))
 
     def encode_token_ids(self, ids: Sequence[int]) -> EncodedInput:
-        if not ids:
-            raise InvalidRequest("token_ids is empty")
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")

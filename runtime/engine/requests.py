@@ -19,10 +19,17 @@ MAX_STOP_BYTES = 256
 
 @dataclass(frozen=True)
 class EncodedInput:
-    """Token ids, and for message_mean adapters the message each token belongs to (-1: never written)."""
+    """Token ids, and for message_mean adapters the message each token belongs to (-1: never written); never empty,
+    so no engine checks again."""
 
     ids: tuple[int, ...]
     message_ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            raise InvalidRequest("the input is empty: it has no tokens")
+        if len(self.message_ids) != len(self.ids):
+            raise InvalidRequest("message_ids must give one message id per token")
 
     @property
     def num_written(self) -> int:

@@ -93,8 +93,6 @@ class SequentialEngine:
 
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
         """Write the input into a copy of `state` ([L, N, r, r]); return the new state and tokens written."""
-        if not encoded.ids:
-            raise InvalidRequest("nothing to write: the input is empty")
         _, new_state = self._prefill(encoded.ids, state, True, DynamicCache(), encoded.message_ids)
         written = encoded.tokens_written(self.model.writes_messages)
         return new_state, written

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deltamem.runtime.engine.protocol import Engine
 from deltamem.runtime.errors import InvalidRequest, StateMismatch
 from deltamem.runtime.sessions.store import StoreMismatch
 
@@ -23,20 +24,25 @@ def state_bytes(state: torch.Tensor) -> bytes:
     return state.detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4", copy=False).tobytes()
 
 
+def checksum_of(data: bytes) -> str:
+    """The checksum of a state's bytes (state_bytes): their SHA-256, hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def state_checksum(state: torch.Tensor) -> str:
-    """SHA-256 of state_bytes: what ReadState reports and ImportState and the stores verify."""
-    return hashlib.sha256(state_bytes(state)).hexdigest()
+    """What ReadState reports and ImportState and the stores verify."""
+    return checksum_of(state_bytes(state))
 
 
 def encode_state(state: torch.Tensor) -> tuple[bytes, str, str]:
-    """(state_bytes, the shape as JSON, their SHA-256): what a store keeps."""
+    """(state_bytes, the shape as JSON, their checksum): what a store keeps."""
     data = state_bytes(state)
-    return data, json.dumps(list(state.shape)), hashlib.sha256(data).hexdigest()
+    return data, json.dumps(list(state.shape)), checksum_of(data)
 
 
 def decode_state(data: bytes, shape: str, digest: str, where: str) -> torch.Tensor:
     """The tensor a store kept, after checking its checksum (StoreMismatch naming `where` if it fails)."""
-    if hashlib.sha256(data).hexdigest() != digest:
+    if checksum_of(data) != digest:
         raise StoreMismatch(f"{where}: the stored memory fails its checksum")
     return torch.from_numpy(np.frombuffer(data, dtype="<f4").reshape(json.loads(shape)).astype(np.float32))
 
@@ -51,7 +57,7 @@ class StateIdentity:
     shape: tuple[int, ...]
 
     @classmethod
-    def of(cls, engine) -> StateIdentity:
+    def of(cls, engine: Engine) -> StateIdentity:
         return cls(engine.backbone_fingerprint, engine.adapter_fingerprint, tuple(engine.empty_state().shape))
 
     def as_dict(self) -> dict[str, str]:

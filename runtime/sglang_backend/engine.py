@@ -146,8 +146,6 @@ class SGLangEngine:
         return torch.zeros(self.state_shape, dtype=torch.float32)
 
     def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        if not encoded.ids:
-            raise InvalidRequest("nothing to write: the input is empty")
         return self._written_state(state, encoded.ids), len(encoded.ids)
 
     def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int):
