@@ -9,13 +9,15 @@ from contextlib import contextmanager
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from deltamem.runtime.engine.protocol import Engine
+from deltamem.runtime.sessions.manager import SessionManager
 from deltamem.service.interceptors import status_code, wrap_handler
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
-    def __init__(self, sessions, engine):
+    def __init__(self, sessions: SessionManager, engine: Engine):
         """`sessions` (counted) and `engine` (its state pool) are read at scrape time."""
         self.registry = CollectorRegistry()
         self.requests = Counter(

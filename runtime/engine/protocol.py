@@ -5,7 +5,7 @@ returned state only when the whole call succeeded."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -13,6 +13,7 @@ from deltamem.runtime.engine.inputs import InputEncoder
 from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
 
 
+@runtime_checkable
 class Engine(Protocol):
     inputs: InputEncoder  # the one place input is tokenised and checked
     backbone_fingerprint: str
