@@ -20,9 +20,6 @@ from deltamem.kernels.decode_step.triton_step import delta_rule_step_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 native_op = cpu_native.load()
-needs_native = pytest.mark.skipif(
-    native_op is None, reason=f"the CPU decode op cannot be built here: {cpu_native._state.get('error')}"
-)
 
 
 # ---- the step on a state pool, and the functional step
@@ -148,7 +145,7 @@ NATIVE_CASES = [
 ]
 
 
-@needs_native
+@pytest.mark.compiled_ops
 @pytest.mark.parametrize("batch,heads,rank,dim,with_write,layer_view", NATIVE_CASES)
 def test_native_step_matches_the_references_and_leaves_the_input_state(batch, heads, rank, dim, with_write, layer_view):
     g = torch.Generator().manual_seed(batch * dim)
@@ -172,7 +169,7 @@ def test_native_step_matches_the_references_and_leaves_the_input_state(batch, he
             assert torch.equal(new_state[row], state[row])
 
 
-@needs_native
+@pytest.mark.compiled_ops
 def test_dispatch_uses_the_native_op_on_cpu_and_the_pytorch_twin_when_asked(use_kernels):
     g = torch.Generator().manual_seed(3)
     x, weight, bias = torch.randn(2, 64, generator=g), torch.randn(32, 64, generator=g) / 8, torch.randn(8, generator=g)
@@ -189,7 +186,7 @@ def test_dispatch_uses_the_native_op_on_cpu_and_the_pytorch_twin_when_asked(use_
         memory_decode_step(x.bfloat16(), weight.bfloat16(), bias.bfloat16(), state, 1, 8)
 
 
-@needs_native
+@pytest.mark.compiled_ops
 def test_the_op_refuses_malformed_inputs_with_a_reason():
     x, weight, bias, state = torch.randn(2, 16), torch.randn(32, 16), torch.randn(8), torch.zeros(2, 1, 8, 8)
     with pytest.raises(RuntimeError, match="x must be contiguous float32"):
@@ -202,7 +199,7 @@ def test_the_op_refuses_malformed_inputs_with_a_reason():
         native_op(x, weight, bias, torch.zeros(2, 1, 8, 7), None, 1, 8)
 
 
-@needs_native
+@pytest.mark.compiled_ops
 def test_any_state_layout_is_read_as_its_values():
     """The ops copy the state into a new tensor, so a strided view gives what its contiguous copy gives."""
     g = torch.Generator().manual_seed(4)

@@ -21,9 +21,6 @@ from deltamem.kernels.decode_step import cpu_native
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 compiled = cpu_native.load()
-needs_compiled = pytest.mark.skipif(
-    compiled is None, reason=f"the compiled CPU ops cannot be built here: {cpu_native._state.get('error')}"
-)
 # every implementation this machine can run: the compiled ops only on the CPU, Triton (interpreted) everywhere
 IMPLEMENTATIONS = ["torch", "triton"] + (["native"] if DEVICE == "cpu" and compiled is not None else [])
 
@@ -110,7 +107,7 @@ def test_a_decode_layer_is_the_gemm_the_step_and_both_corrections(use_kernels, k
     torch.testing.assert_close(delta_o, want_o, rtol=1e-5, atol=1e-5)
 
 
-@needs_compiled
+@pytest.mark.compiled_ops
 def test_a_backbone_of_another_dtype_takes_the_twin_around_the_compiled_step(use_kernels):
     """The compiled decode layer is float32 throughout: a bfloat16 q_proj gets the PyTorch twin, still exact."""
     use_kernels("auto")
@@ -124,7 +121,7 @@ def test_a_backbone_of_another_dtype_takes_the_twin_around_the_compiled_step(use
     torch.testing.assert_close(delta_o.float(), want_o, rtol=2e-2, atol=2e-2)
 
 
-@needs_compiled
+@pytest.mark.compiled_ops
 def test_the_compiled_decode_layer_refuses_malformed_inputs_with_a_reason():
     weights, x, layers, write, _ = decode_layer_case(2, False)
     op, state = cpu_native.op("decode_layer_cpu"), layers[:, 1].contiguous()
@@ -170,7 +167,7 @@ def test_the_scan_matches_the_per_token_reference_and_leaves_the_input_state(
     assert torch.equal(layers, before)
 
 
-@needs_compiled
+@pytest.mark.compiled_ops
 def test_the_compiled_scan_refuses_malformed_inputs_with_a_reason():
     x, weight, bias, state = torch.randn(2, 16), torch.randn(32, 16), torch.randn(8), torch.zeros(2, 1, 8, 8)
     scan = cpu_native.op("scan_cpu")
@@ -181,7 +178,7 @@ def test_the_compiled_scan_refuses_malformed_inputs_with_a_reason():
 
 
 # ---- inside a model ---------------------------------------------------------------------------------------------
-@needs_compiled
+@pytest.mark.compiled_ops
 @pytest.mark.parametrize("arch,heads", [("llama", 1), ("qwen3", 4), ("smollm3", 1)])
 def test_a_model_decoding_through_the_compiled_ops_equals_its_pytorch_twin(use_kernels, make_tiny_model, arch, heads):
     """Token-by-token decoding of a tiny model (a masked-out row included): logits and memory through the
@@ -207,7 +204,7 @@ def test_a_model_decoding_through_the_compiled_ops_equals_its_pytorch_twin(use_k
     assert results["torch"][1].abs().sum() > 0  # memory was written
 
 
-@needs_compiled
+@pytest.mark.compiled_ops
 @pytest.mark.parametrize("arch,heads", [("llama", 1), ("qwen3", 4), ("smollm3", 1)])
 def test_a_model_writing_through_the_compiled_scan_equals_its_pytorch_twin(use_kernels, make_tiny_model, arch, heads):
     """A multi-token pass with writes (a ragged batch: padding masked out of the writes) and a read-only pass
