@@ -47,11 +47,16 @@ class TrainConfig:
     focus_history: str = "turns"  # focused examples keep the evidence turns with their replies, or the statement alone
     target: str = "answer"  # cross-entropy on the whole answer, or only on the tokens of its gold value
     third_person_fraction: float = 0.5  # speaker A's facts asked by name (LoCoMo style) rather than "my"
+    raw_text_fraction: float = 0.0  # focused facts of A written as bare text (as UpdateMemory with text writes)
     gate_weight: float = 0.01
     # weight of a balanced cross-entropy that asks every write gate to open on the tokens of stated values and to
     # stay shut elsewhere (0 = the reference: only the mean-gate regulariser). Values are known in the synthetic
     # data; the gates learn to recognise them from the hidden states, so serving needs no labels.
     gate_supervision: float = 0.0
+    # weight of a contrastive term: each answer must be likelier with its own memory than with the next
+    # example's, softplus(nll_own - nll_other). The answer's prior (what any memory of a city suggests) cancels
+    # out of it, so its gradient is only the part that makes answers depend on what memory holds.
+    contrast_weight: float = 0.0
     adapter_init: str = "reference"  # or "copy": read heads start as the transpose of the value projections
     examples: int = 2000  # synthetic training conversations
     data_seed: int = 0
@@ -62,7 +67,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.examples < 1 or self.save_every < 1:
             raise ValueError("steps, batch_size, examples and save_every must be >= 1")
-        for name in ("state_only_fraction", "focus_fraction", "third_person_fraction"):
+        for name in ("state_only_fraction", "focus_fraction", "third_person_fraction", "raw_text_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.warmup_fraction < 1:
@@ -73,8 +78,8 @@ class TrainConfig:
             raise ValueError(f"focus_history must be one of {FOCUS_HISTORIES}, got {self.focus_history!r}")
         if self.adapter_init not in ADAPTER_INITS:
             raise ValueError(f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}")
-        if self.gate_supervision < 0:
-            raise ValueError(f"gate_supervision must be >= 0, got {self.gate_supervision}")
+        if self.gate_supervision < 0 or self.contrast_weight < 0:
+            raise ValueError("gate_supervision and contrast_weight must be >= 0")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
@@ -129,11 +134,17 @@ def synthetic_examples(tokenizer, samples: list[dict], seed: int, third_person_f
 
 
 def focused_examples(
-    tokenizer, samples: list[dict], seed: int, with_replies: bool = True, third_person_fraction: float = 0.5
+    tokenizer,
+    samples: list[dict],
+    seed: int,
+    with_replies: bool = True,
+    third_person_fraction: float = 0.5,
+    raw_text_fraction: float = 0.0,
 ) -> list[Example]:
     """Per question, a history of only the turns its evidence names (and, `with_replies`, the replies to them):
     one fact in memory. The easiest case; mixed in, it teaches the gates and values to store a fact before the
-    keys must tell several facts apart."""
+    keys must tell several facts apart. With probability `raw_text_fraction` a fact of speaker A is written as
+    its bare text, no chat template, as `deltamem update SESSION "text"` (UpdateMemory with text) writes it."""
     rng = random.Random(f"focused/{seed}")
     examples = []
     for sample in samples:
@@ -152,7 +163,15 @@ def focused_examples(
             if history[0]["role"] != "user":  # a chat history starts with the user: B's fact follows A's question
                 history.insert(0, messages[turn_ids.index(item["evidence"][0]) - 1])
             pair = question_pair(item, rng, third_person_fraction)
-            examples.append(as_example(tokenizer, history, [pair], [str(item["answer"])]))
+            value = str(item["answer"])
+            if item["subject"] == "a" and rng.random() < raw_text_fraction:  # no name in it: asked as "my"
+                pair = (item["question_self"], item["answer_sentence_self"])
+                statement = messages[turn_ids.index(item["evidence"][0])]
+                ids = tokenizer.encode(statement["content"], add_special_tokens=False)
+                mask = value_token_mask(tokenizer, ids, [value])
+                examples.append(Example(ids, [0] * len(ids), [statement], [pair], [value], mask))
+            else:
+                examples.append(as_example(tokenizer, history, [pair], [value]))
     return examples
 
 
@@ -222,12 +241,24 @@ def batch_loss(model: MemoryModel, tokenizer, examples: list[Example], state_onl
             rows.append(prompt + reply)
             targets.append([-100] * len(prompt) + labels)
             owner.append(index)
-    state = written.state[torch.tensor(owner, device=device)]
+    owners = torch.tensor(owner, device=device)
+    state = written.state[owners]
     labels = pad(targets, -100, device)[:, 1:]  # the label of position t is token t + 1
+    contrast = config.contrast_weight > 0 and len(examples) > 1
+    if contrast:  # every row once more, reading the next example's memory
+        state = torch.cat([state, written.state[(owners + 1) % len(examples)]])
+        rows, labels = rows + rows, torch.cat([labels, labels])
     # the vocabulary projection only where some row has a label: right padding is causal and never read
     positions = (labels != -100).any(0).nonzero().flatten()
     logits = model(pad(rows, 0, device), state, write=False, logits_to_keep=positions).logits
-    loss = F.cross_entropy(logits.flatten(0, 1), labels[:, positions].flatten(), ignore_index=-100)
+    wanted = labels[:, positions]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), wanted.clamp(min=0), reduction="none") * (wanted != -100)
+    if contrast:
+        own, other = token_loss.sum(1).chunk(2)
+        counted = (wanted != -100).sum(1).chunk(2)[0]
+        loss = own.sum() / counted.sum() + config.contrast_weight * F.softplus(own - other).mean()
+    else:
+        loss = token_loss.sum() / (wanted != -100).sum()
     if written.gates:
         weights = real[..., None, None].float()  # [B, T, 1, 1]: real tokens only
         means = [(g * weights).sum() / (weights.sum() * g.shape[-2] * g.shape[-1]) for g in written.gates]
