@@ -9,6 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from deltamem.evals.loading import load_for
 from deltamem.evals.train import TrainConfig
 from deltamem.runtime.model.adapter_config import DeltaMemConfig
 
@@ -30,21 +31,6 @@ def _train_parser() -> argparse.ArgumentParser:
     for field in fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
     return parser
-
-
-def load_for(args):
-    """(model directory, loaded model): training starts from --init or the reference init; evaluation loads
-    --adapter, by default the shipped one for the embedded model."""
-    from deltamem.runtime.model.backbone import load_model
-    from deltamem.runtime.model.default_model import default_adapter_dir, prepare_default_model
-    from deltamem.service.config import default_cache_dir
-
-    model_dir = args.model or prepare_default_model(default_cache_dir())
-    if hasattr(args, "init"):
-        init = DeltaMemConfig(beta_bias_init=args.beta_bias_init)
-        return model_dir, load_model(model_dir, args.init, args.device, init_config=init)
-    adapter = default_adapter_dir(args.model, args.adapter, args.untrained_adapter)
-    return model_dir, load_model(model_dir, adapter, args.device)
 
 
 def train_main(argv: list[str]) -> int:

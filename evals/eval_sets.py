@@ -65,13 +65,12 @@ def synthetic_set(name: str, count: int, seed: int) -> EvalSet:
 
 
 def locomo_set(samples: list[dict]) -> EvalSet:
-    questions = [
-        Question(0, index, item["question"], item, "locomo")
+    asked = [
+        (index, item)
         for index, sample in enumerate(samples)
         for item in sample["qa"]
         if item.get("category") != 5 and "answer" in item
     ]
-    for number, question in enumerate(questions):
-        question.index = number
+    questions = [Question(n, index, item["question"], item, "locomo") for n, (index, item) in enumerate(asked)]
     other = samples[1:] + samples[:1] if len(samples) > 1 else []
     return EvalSet(LOCOMO_SET, samples, questions, other)

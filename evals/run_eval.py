@@ -130,17 +130,17 @@ class SetRun:
                 self.other_states[index] = write_history(self.engine, history_messages(sample), chunk)
 
 
-def run_jobs(engine, jobs: list[tuple], progress=None) -> list[str]:
-    config_tokens = jobs[0][0].config.max_new_tokens if jobs else 0
+def run_jobs(engine, jobs: list[tuple], max_new_tokens: int, progress=None) -> list[str]:
+    """Greedy answers to `jobs` ((set run, regime, question, state)), as many at once as the engine batches."""
 
     def run(job):
         set_run, regime, question, state = job
-        text = answer(engine, state, set_run.prompts[regime, question.index], config_tokens)
+        text = answer(engine, state, set_run.prompts[regime, question.index], max_new_tokens)
         if progress is not None:
             progress()
         return text
 
-    with ThreadPoolExecutor(max_workers=getattr(engine, "max_batch", 1)) as pool:
+    with ThreadPoolExecutor(max_workers=engine.max_batch) as pool:
         return list(pool.map(run, jobs))
 
 
@@ -182,13 +182,13 @@ def evaluate(engine, config: EvalConfig, progress=None) -> dict:
         frozen_jobs = [job for run in runs for job in run.jobs(memory=False)]
         if progress is not None:
             progress(0, total=len(frozen_jobs))
-        frozen_texts = run_jobs(engine, frozen_jobs, tick)
+        frozen_texts = run_jobs(engine, frozen_jobs, config.max_new_tokens, tick)
     finally:
         model.memory_enabled = True
     memory_jobs = [job for run in runs for job in run.jobs(memory=True)]
     if progress is not None:
         progress(0, total=len(frozen_jobs) + len(memory_jobs))
-    memory_texts = run_jobs(engine, memory_jobs, tick)
+    memory_texts = run_jobs(engine, memory_jobs, config.max_new_tokens, tick)
     predictions: dict[tuple[str, str, int], str] = {}  # (set, regime, question) -> text
     for (run, regime, q, _state), text in zip(frozen_jobs + memory_jobs, frozen_texts + memory_texts, strict=True):
         predictions[run.set.name, regime, q.index] = text
@@ -303,7 +303,7 @@ def eval_main(argv: list[str]) -> int:
         return 2
     from tqdm import tqdm
 
-    from deltamem.evals.cli import load_for
+    from deltamem.evals.loading import load_for
     from deltamem.runtime.engine.batch_engine import BatchEngine
 
     _model_dir, loaded = load_for(args)

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"kernels": "deltamem.kernels", "runtime": "deltamem.runtime", "service": "deltamem.service"}
 EVALS = {"evals": "deltamem.evals"}
@@ -100,10 +98,6 @@ def test_kernels_runtime_and_service_have_no_import_circles():
     assert circles(graph_of(PACKAGES)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evals/cli.py <-> evals/run_eval.py (load_for): evals/ is another engineer's; see issue 16's closing note",
-)
 def test_evals_have_no_import_circles():
     assert circles(graph_of({**PACKAGES, **EVALS})) == []
 
