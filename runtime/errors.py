@@ -27,3 +27,8 @@ class LimitExceeded(DeltaMemError):
 
 class StateMismatch(DeltaMemError):
     """An imported memory was made for another backbone, adapter or state shape."""
+
+
+class NonFiniteOutput(DeltaMemError):
+    """The model's output for this request is not finite (its memory holds NaN or infinity): nothing can be sampled
+    from it. Only this request fails; the session's memory needs a reset or an import."""

@@ -12,6 +12,7 @@ from deltamem.runtime.errors import (
     Draining,
     InvalidRequest,
     LimitExceeded,
+    NonFiniteOutput,
     SessionBusy,
     SessionNotFound,
     StateMismatch,
@@ -27,6 +28,7 @@ _STATUS = (
     (Draining, grpc.StatusCode.UNAVAILABLE),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StateMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (NonFiniteOutput, grpc.StatusCode.FAILED_PRECONDITION),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
 

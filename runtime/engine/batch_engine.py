@@ -214,7 +214,7 @@ class BatchEngine:
                 job.deliver(job.kv)
                 job.phase = Phase.DONE
             else:
-                self._accept(job, sample_next(logits[b], job.request.sampling, job.decoding.generator))
+                self._sample(job, logits[b])
 
     def _step_decode(self, jobs: list[Job]) -> None:
         writes = [job.request.write_output and not self.model.writes_messages for job in jobs]
@@ -223,7 +223,16 @@ class BatchEngine:
             if job.phase is Phase.FEED_LAST:
                 self._finish(job)
             else:
-                self._accept(job, sample_next(logits[b], job.request.sampling, job.decoding.generator))
+                self._sample(job, logits[b])
+
+    def _sample(self, job: Job, logits: torch.Tensor) -> None:
+        """Sample and stream `job`'s next token. What goes wrong here (non-finite output, a detokenizer error) is
+        this job's alone: it fails, and the other jobs of the step go on."""
+        try:
+            self._accept(job, sample_next(logits, job.request.sampling, job.decoding.generator))
+        except Exception as exc:  # noqa: BLE001 - reported to this request only
+            log.warning("request failed while sampling: %s", exc)
+            job.fail(exc)
 
     def _accept(self, job: Job, token: int) -> None:
         """A token was sampled: stream it, and decide whether generation goes on."""

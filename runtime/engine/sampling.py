@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.errors import InvalidRequest, NonFiniteOutput
 
 MAX_TEMPERATURE = 10.0
+# below this a temperature is 0 in float32 (logits / t would be 0/0): sampling that cold is greedy
+GREEDY_BELOW = torch.finfo(torch.float32).tiny
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class SamplingParams:
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        return self.temperature < GREEDY_BELOW or self.top_k == 1
 
 
 def make_generator(params: SamplingParams) -> torch.Generator | None:
@@ -43,10 +45,17 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """logits: [V] → the next token id."""
+    """logits: [V] → the next token id. Safe for every accepted parameter: logits are shifted so their maximum is 0
+    before the temperature divides them (a temperature of 1e-38 then sends the others to -inf, never the maximum
+    to inf), and NaN logits are never chosen; logits with no finite value raise NonFiniteOutput."""
+    logits = logits.float()
+    finite = torch.isfinite(logits)
+    if not bool(finite.any()):
+        raise NonFiniteOutput("the model's output is not finite (NaN or infinite memory?): nothing can be sampled")
+    logits = torch.where(finite | (logits == float("-inf")), logits, float("-inf"))  # NaN and +inf lose
     if params.is_greedy:
         return int(torch.argmax(logits))
-    logits = logits.float() / params.temperature
+    logits = (logits - logits.max()) / params.temperature
     if params.top_k:
         kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
