@@ -11,6 +11,7 @@ resumes from its last checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
@@ -21,10 +22,13 @@ import torch
 from torch.nn import functional as F
 
 from deltamem.evals.conversation import session_numbers
+from deltamem.evals.fitted_init import fitted_init
 from deltamem.evals.prompts import answer_ids, encode_chat, question_prompt
 from deltamem.evals.synthetic import build, history_messages
 from deltamem.runtime.model.checkpoint import save_adapter
 from deltamem.runtime.model.memory_model import MemoryModel
+
+logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.pt"
 GATE_TARGET = 0.05
@@ -32,7 +36,8 @@ FOCUS_HISTORIES = ("turns", "statement")
 # "value": only the gold value's tokens inside the answer sentence carry loss. The sentence around it follows from
 # the question alone, so with "answer" most of the loss teaches the answer's form and little of it needs memory.
 TARGETS = ("answer", "value")
-ADAPTER_INITS = ("reference", "copy")
+ADAPTER_INITS = ("reference", "copy", "fitted")  # fitted: evals/fitted_init.py
+FIT_EXAMPLES = 200  # focused examples the fitted init is fitted on
 
 
 @dataclass(frozen=True)
@@ -290,7 +295,13 @@ def value_labels(tokenizer, reply: list[int], value: str) -> list[int]:
         for start in range(len(reply) - len(pieces) + 1):
             if reply[start : start + len(pieces)] == pieces:
                 return [-100] * start + pieces + [-100] * (len(reply) - start - len(pieces))
-    raise ValueError(f"the answer {tokenizer.decode(reply)!r} does not contain its value {value!r} as whole tokens")
+    # the value merged with what follows it ("H." + "." -> "H.."): label the tokens that overlap its characters
+    ends = [len(tokenizer.decode(reply[: i + 1])) for i in range(len(reply))]
+    start = tokenizer.decode(reply).find(value)
+    if start < 0:
+        raise ValueError(f"the answer {tokenizer.decode(reply)!r} does not contain its value {value!r}")
+    begins = [0, *ends[:-1]]
+    return [t if b < start + len(value) and e > start else -100 for t, b, e in zip(reply, begins, ends, strict=True)]
 
 
 def save_checkpoint(out_dir: Path, model: MemoryModel, optimizer, step: int, config: TrainConfig, log: list) -> None:
@@ -342,10 +353,16 @@ def train(model: MemoryModel, tokenizer, out_dir: Path, config: TrainConfig, res
     examples = synthetic_examples(tokenizer, samples, config.data_seed, people)
     with_replies = config.focus_history == "turns"
     focused = (
-        focused_examples(tokenizer, samples, config.data_seed, with_replies, people) if config.focus_fraction else []
+        focused_examples(tokenizer, samples, config.data_seed, with_replies, people, config.raw_text_fraction)
+        if config.focus_fraction or config.adapter_init == "fitted"
+        else []
     )
     if start == 0 and config.adapter_init == "copy":
         copy_init(model, model.config.online_gain)
+    if start == 0 and config.adapter_init == "fitted":
+        logger.info("fitting the adapter's start to %d focused examples (about a minute)", FIT_EXAMPLES)
+        fitted = fitted_init(model, random.Random(config.data_seed).sample(focused, min(FIT_EXAMPLES, len(focused))))
+        logger.info("fitted init: %s", fitted)
     model.train()
     for step in range(start, config.steps):
         for group in optimizer.param_groups:

@@ -332,6 +332,10 @@ def test_value_targets_put_the_loss_on_the_gold_value_tokens_only(tokenizer):
             assert [t for t, label in zip(reply, labels, strict=True) if label != -100] == kept
     with pytest.raises(ValueError, match="does not contain its value"):
         value_labels(tokenizer, answer_ids(tokenizer, "You live in Paris."), "Rome")
+    # a value that merges with the sentence's full stop ("H." + "." is one token "..") keeps the merged token
+    reply = answer_ids(tokenizer, "Mandy's sister is called Hans-H..")
+    kept = [token for token in value_labels(tokenizer, reply, "Hans-H.") if token != -100]
+    assert "Hans-H." in tokenizer.decode(kept) and "called" not in tokenizer.decode(kept)
 
 
 def test_a_value_target_loss_counts_only_the_value(tiny, tokenizer):
@@ -367,3 +371,58 @@ def test_train_refuses_bad_settings_with_a_reason(scripts_dir, tmp_path):
         text=True,
     )
     assert done.returncode == 2 and "state_only_fraction must be in [0, 1]" in done.stderr
+
+
+def test_fitted_init_opens_gates_on_values_keeps_them_shut_elsewhere_and_reads_back_token_directions(tiny, tokenizer):
+    """The fitted start: value tokens open the gates to about GATE_OPEN and others stay near GATE_SHUT; only the
+    last layers carry values; keys equal queries; an empty memory is still the frozen model, bit for bit."""
+    from deltamem.evals import fitted_init as fitted
+
+    model = tiny()
+    examples = focused_examples(tokenizer, build("train", 12, 0), 0, False, 0.0, 0.5)
+    report = fitted.fitted_init(model, examples)
+    assert report["gate_balanced_accuracy_min"] > 0.6 and 0 < report["value_variance_explained"] <= 1
+    with torch.no_grad():
+        ids = torch.tensor([examples[0].history])
+        gates = torch.stack(model(ids, model.empty_state(1), write=True, return_gates=True).gates).mean((0, 3, 4))[0]
+        mask = torch.tensor(examples[0].value_mask)
+        assert gates[mask].mean() > 0.1 and gates[~mask].mean() < 0.05, (gates[mask].mean(), gates[~mask].mean())
+        first = round(len(model.adapters) * fitted.FIRST_LAYER_FRACTION)
+        for layer, adapter in enumerate(model.adapters):
+            assert torch.equal(adapter.memory_q_proj, adapter.memory_k_proj)
+            assert (adapter.memory_v_proj.abs().sum() > 0) == (layer >= first)
+            assert not adapter.delta_q_proj.any()
+        frozen = model.backbone(ids).logits
+        model.memory_enabled = True
+        assert torch.equal(model(ids, model.empty_state(1), write=False).logits, frozen)
+
+
+def test_training_from_the_fitted_init_writes_bare_text_facts(tiny, tokenizer, tmp_path, monkeypatch):
+    """--adapter-init fitted fits the start on the focused examples, and raw_text_fraction reaches them (bare
+    UpdateMemory text: no chat template in the history)."""
+    from deltamem.evals import train as training
+
+    seen, real = [], training.fitted_init  # a spy: the real init still runs
+    monkeypatch.setattr(training, "fitted_init", lambda model, examples: (seen.extend(examples), real(model, examples)))
+    config = TrainConfig(
+        steps=1, batch_size=2, examples=4, adapter_init="fitted", raw_text_fraction=1.0, target="value"
+    )
+    training.train(tiny(), tokenizer, tmp_path / "adapter", config)
+    bare = [e for e in seen if e.history_message_ids == [0] * len(e.history)]
+    assert seen and bare, "no bare-text fact reached the fitted init"
+    assert not any(tokenizer.decode(e.history).startswith("<|im_start|>") for e in bare)
+
+
+def test_the_memory_probe_reads_each_example_with_its_own_another_and_an_empty_memory(tiny, tokenizer):
+    """The probe's empty memory is the frozen model, so with the reference init (a tiny random net) all three
+    differ only by the memory; the probe set has unseen values."""
+    from deltamem.evals.memory_probe import MEMORIES, probe, probe_examples
+
+    model = tiny()
+    examples = probe_examples(tokenizer, 4, 1)
+    assert len(examples) == 4
+    results = probe(model, tokenizer, examples)
+    assert set(results) == set(MEMORIES)
+    assert all(r["value_ce"] > 0 and 0 <= r["first_token_accuracy"] <= 1 for r in results.values())
+    model.memory_enabled = False
+    assert probe(model, tokenizer, examples)["own"] == results["empty"]
