@@ -12,7 +12,7 @@ CONTEXT_POLICIES = ("none", "full", "window")
 MAX_WINDOW_TOKENS = 1 << 20
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_BYTES = 256
-SESSION_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+SESSION_ID_PATTERN = re.compile(r"[0-9a-f]{32}")  # matched whole (fullmatch): "$" would let a newline in
 DEFAULT_TENANT = "default"  # the one tenant of a server without API keys
 
 
@@ -35,7 +35,7 @@ class SessionInfo:
 def check_session_id(session_id: str) -> str:
     if not session_id:
         raise InvalidRequest("session_id is required")
-    if not SESSION_ID_PATTERN.match(session_id):
+    if not SESSION_ID_PATTERN.fullmatch(session_id):
         raise InvalidRequest(f"session_id {session_id[:64]!r} is malformed: expected 32 lowercase hex characters")
     return session_id
 

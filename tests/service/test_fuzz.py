@@ -4,6 +4,7 @@ INTERNAL or UNKNOWN) and keeps serving. Derandomised, so a run is reproducible."
 from __future__ import annotations
 
 import grpc
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,7 +95,7 @@ def test_update_memory_inputs(address, session, input_):
     meta=metadata,
     session=ids,
     page_size=st.integers(min_value=0, max_value=2**32 - 1),
-    token=st.text(max_size=30),
+    token=st.one_of(st.text(max_size=30), st.sampled_from(["²", "①", "٣", "9" * 4301, "9" * 20, "1\n"])),
     summary=st.booleans(),
     shape=st.lists(st.integers(min_value=0, max_value=64), max_size=5),
     values=st.lists(st.floats(width=32), max_size=70),
@@ -117,3 +118,21 @@ def test_session_rpcs_inputs(
             call(stub.ImportState, pb.ImportStateRequest(session_id=session, state=state, metadata=meta)),
         ]
         assert set(codes) <= ALLOWED, codes
+
+
+def test_digit_lookalike_page_tokens_and_ids_with_a_newline_are_invalid_arguments(address):
+    """Once INTERNAL (str.isdigit accepts "²"; int() refuses 4,301 digits) or NOT_FOUND ("$" matches before a
+    trailing newline): each is now INVALID_ARGUMENT with a message."""
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.MemoryServiceStub(channel)
+        for token in ("²", "①", "٣", "9" * 4301, "9" * 19, "12\n", " 12"):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListSessions(pb.ListSessionsRequest(page_token=token), timeout=60)
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, token
+            assert "page_token" in err.value.details()
+        session = real_session(stub)
+        assert stub.ListSessions(pb.ListSessionsRequest(page_token="1"), timeout=60) is not None
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReadState(pb.ReadStateRequest(session_id=session + "\n"), timeout=60)
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed" in err.value.details()
