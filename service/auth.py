@@ -8,6 +8,7 @@ or `x-api-key: KEY` metadata; health checking and reflection need none.
 
 from __future__ import annotations
 
+import hmac
 import re
 from pathlib import Path
 
@@ -61,18 +62,25 @@ class ApiKeys:
         return cls(keys)
 
     def tenant(self, metadata) -> str:
-        """The tenant a call's metadata ((key, value) pairs) authenticates as."""
+        """The tenant a call's metadata ((key, value) pairs) authenticates as. Every configured key is compared in
+        constant time (no early exit), and a call that presents two different keys is refused."""
         if not self.enabled:
             return DEFAULT_TENANT
-        presented = None
+        presented = set()
         for name, value in metadata or ():
             if name == "authorization" and value.lower().startswith("bearer "):
-                presented = value[7:].strip()
+                presented.add(value[7:].strip())
             elif name == "x-api-key":
-                presented = value.strip()
-        if presented is None:
+                presented.add(value.strip())
+        if not presented:
             raise Unauthenticated("this server needs an API key: send 'authorization: Bearer KEY' metadata")
-        tenant = self._keys.get(presented)
+        if len(presented) > 1:
+            raise Unauthenticated("the call presents more than one API key: send one")
+        (key,) = presented
+        tenant = None
+        for known, owner in self._keys.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                tenant = owner
         if tenant is None:
             raise Unauthenticated("the API key is not valid")
         return tenant

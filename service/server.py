@@ -16,6 +16,7 @@ from deltamem.runtime import tracing
 from deltamem.runtime.engine.protocol import Engine
 from deltamem.runtime.sessions.manager import SessionManager
 from deltamem.service.auth import ApiKeys
+from deltamem.service.auth_interceptor import AuthInterceptor
 from deltamem.service.config import ServerConfig
 from deltamem.service.servicer import MemoryServicer
 from deltamem.service.tracing import TracingInterceptor
@@ -77,6 +78,8 @@ def start_server(
     interceptors = [TracingInterceptor()] if tracing.enabled() else []  # outermost: the span covers the rest
     if metrics is not None:
         interceptors.append(metrics.interceptor())
+    if keys is not None and keys.enabled:
+        interceptors.append(AuthInterceptor(keys))  # innermost: refusals are still traced and counted
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers), options=limits, interceptors=interceptors
     )

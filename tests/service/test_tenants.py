@@ -106,3 +106,24 @@ def test_async_client_sends_its_key(tenant_server):
 
     result, listed, session = asyncio.run(scenario())
     assert result.memory_version == 1 and session in listed
+
+
+def test_keys_are_checked_before_the_request_is_read_and_conflicting_keys_are_refused(tenant_server):
+    """Undecodable request bytes without a key get UNAUTHENTICATED, not a parse error: the key check runs before
+    the request is deserialised (so no unauthenticated caller makes the server parse or tokenise anything); a
+    call that presents two different keys is refused even when each is valid."""
+    garbage = b"\xff\xff\xff\xff\x0f not a protobuf"
+    with grpc.insecure_channel(tenant_server) as channel:
+        for method, stream in (("UpdateMemory", False), ("Generate", True), ("ListSessions", False)):
+            path = f"/deltamem.v1.MemoryService/{method}"
+            rpc = (channel.unary_stream if stream else channel.unary_unary)(path)  # raw bytes both ways
+            code, details = status(
+                lambda rpc=rpc, stream=stream: list(rpc(garbage, timeout=60)) if stream else rpc(garbage, timeout=60)
+            )
+            assert code == grpc.StatusCode.UNAUTHENTICATED and "API key" in details, (method, code, details)
+        list_sessions = channel.unary_unary("/deltamem.v1.MemoryService/ListSessions")
+        both = (("authorization", f"Bearer {KEY_A}"), ("x-api-key", KEY_B))
+        code, details = status(lambda: list_sessions(b"", metadata=both, timeout=60))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "more than one API key" in details
+        same = (("authorization", f"Bearer {KEY_A}"), ("x-api-key", KEY_A))
+        assert list_sessions(b"", metadata=same, timeout=60) is not None
