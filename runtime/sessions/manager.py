@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
-from deltamem.runtime.errors import InvalidRequest, LimitExceeded, SessionBusy, SessionNotFound
+from deltamem.runtime.errors import InvalidRequest, LimitExceeded, NonFiniteOutput, SessionBusy, SessionNotFound
 from deltamem.runtime.sessions.records import (
     CONTEXT_POLICIES,
     DEFAULT_TENANT,
@@ -43,6 +43,8 @@ class Mutation:
         which the store copies, and the context to keep (None: none)."""
         if self.committed is not None:
             raise RuntimeError("a mutation commits at most once")
+        if new_state is not None and not bool(torch.isfinite(new_state).all()):
+            raise NonFiniteOutput("the call made the memory non-finite (NaN or infinity); nothing was committed")
         self.committed = self._manager._publish(self.info, new_state, tokens_written, context)
         return self.committed
 

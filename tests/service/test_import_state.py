@@ -72,3 +72,26 @@ def test_foreign_or_altered_memories_are_refused_and_change_nothing(client, chan
         before.state.checksum,
     )
     assert {s.session_id for s in client.list_sessions()} == sessions_before
+
+
+def test_a_write_that_would_make_the_memory_non_finite_commits_nothing(client):
+    """An imported memory of finite but extreme values (3e38) overflows on the next write: the call gets
+    FAILED_PRECONDITION and the session keeps its version and memory (once, a NaN memory was committed)."""
+    import torch
+
+    from deltamem.runtime.sessions.state_codec import state_checksum
+
+    state = exported(client)
+    extreme = torch.full(tuple(state.shape), 3e38)
+    huge = altered(
+        state, lambda s: [layer.values.__setitem__(slice(None), [3e38] * len(layer.values)) for layer in s.layers]
+    )
+    huge.checksum = state_checksum(extreme)
+    session = client.import_state(huge)
+    before = client.read_state(session.session_id)
+    with pytest.raises(grpc.RpcError) as err:
+        client.update_memory(session.session_id, "The red key is under the mat.")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "non-finite" in err.value.details()
+    after = client.read_state(session.session_id)
+    assert after.session.memory_version == before.session.memory_version
+    assert after.state.checksum == before.state.checksum
