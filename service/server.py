@@ -18,6 +18,7 @@ from deltamem.runtime.sessions.manager import SessionManager
 from deltamem.service.auth import ApiKeys
 from deltamem.service.auth_interceptor import AuthInterceptor
 from deltamem.service.config import ServerConfig
+from deltamem.service.decoding_interceptor import DecodingInterceptor
 from deltamem.service.servicer import MemoryServicer
 from deltamem.service.tracing import TracingInterceptor
 from deltamem.v1 import memory_service_pb2 as pb
@@ -79,7 +80,8 @@ def start_server(
     if metrics is not None:
         interceptors.append(metrics.interceptor())
     if keys is not None and keys.enabled:
-        interceptors.append(AuthInterceptor(keys))  # innermost: refusals are still traced and counted
+        interceptors.append(AuthInterceptor(keys))  # refusals are still traced and counted
+    interceptors.append(DecodingInterceptor())  # after the key check: a keyless call is never decoded
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers), options=limits, interceptors=interceptors
     )

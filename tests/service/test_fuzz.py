@@ -136,3 +136,25 @@ def test_digit_lookalike_page_tokens_and_ids_with_a_newline_are_invalid_argument
             stub.ReadState(pb.ReadStateRequest(session_id=session + "\n"), timeout=60)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "malformed" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    "method,stream",
+    [("UpdateMemory", False), ("Generate", True), ("DeleteSession", False), ("ReadState", False)],
+)
+def test_undecodable_request_bytes_are_invalid_arguments(address, method, stream):
+    """Truncated messages and invalid UTF-8 in a string field were INTERNAL (gRPC's deserialiser raised)."""
+    truncated = pb.ReadStateRequest(session_id="0" * 32).SerializeToString()[:-3]
+    bad_utf8 = b"\x0a\x02\xff\xfe"  # field 1 (a string in every request here) holding invalid UTF-8
+    with grpc.insecure_channel(address) as channel:
+        path = f"/deltamem.v1.MemoryService/{method}"
+        rpc = (channel.unary_stream if stream else channel.unary_unary)(path)  # raw bytes both ways
+        for raw in (truncated, bad_utf8, b"\xff" * 7):
+            with pytest.raises(grpc.RpcError) as err:
+                result = rpc(raw, timeout=60)
+                if stream:
+                    list(result)
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (method, raw, err.value.details())
+            assert "could not be decoded" in err.value.details()
+        health = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert health(b"", timeout=60)  # still serving
