@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from deltamem.evals.gate_fit import fit_gates, gate_features
+from deltamem.evals.gate_fit import fit_gates, frozen_layer_inputs, gate_features
 from deltamem.runtime.model.memory_model import MemoryModel
 
 GATE_OPEN = 0.3  # median gate on value tokens after rescaling
@@ -39,27 +39,13 @@ def token_features(model: MemoryModel, examples) -> tuple[list[torch.Tensor], to
     """(per layer the attention inputs [n, d] at every history token of `examples`, the targets [n, d]: each
     token's output-embedding direction), from the frozen backbone."""
     backbone = model.backbone
-    layers = backbone.model.layers
     directions = backbone.get_output_embeddings().weight * backbone.model.norm.weight
-    captured: list[torch.Tensor] = []
-    hooks = [layer.input_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out)) for layer in layers]
-    inputs: list[list[torch.Tensor]] = [[] for _ in layers]
-    targets = []
-    enabled = model.memory_enabled
-    model.memory_enabled = False
-    try:
-        for example in examples:
-            captured.clear()
-            ids = torch.tensor([example.history])
-            model(ids, model.empty_state(1), write=False, logits_to_keep=1)
-            for layer, x in enumerate(captured):
-                inputs[layer].append(x[0].float())
-            targets.append(directions[ids[0]].float())
-    finally:
-        model.memory_enabled = enabled
-        for hook in hooks:
-            hook.remove()
-    return [torch.cat(x) for x in inputs], torch.cat(targets)
+    inputs: list[list[torch.Tensor]] = [[] for _ in model.adapters]
+    for example in examples:
+        for layer, x in enumerate(frozen_layer_inputs(model, example.history)):
+            inputs[layer].append(x)
+    targets = torch.cat([directions[torch.tensor(example.history)].float() for example in examples])
+    return [torch.cat(x) for x in inputs], targets
 
 
 @torch.no_grad()

@@ -21,30 +21,36 @@ OFF_PER_EXAMPLE = 8  # non-value tokens sampled per example (value tokens are al
 
 
 @torch.no_grad()
-def gate_features(model: MemoryModel, examples, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x [L, n, d], is_value [n]): every layer's attention input at all value tokens of `examples` and at
-    `OFF_PER_EXAMPLE` random other tokens of each, from the frozen backbone (memory off)."""
-    rng = random.Random(seed)
-    layers = model.backbone.model.layers
+def frozen_layer_inputs(model: MemoryModel, ids: list[int]) -> list[torch.Tensor]:
+    """Every layer's attention input (after its input RMSNorm) at each of `ids`, [T, d] per layer, from the frozen
+    backbone (memory off): what the adapter's projections see, so what their fits are fitted to."""
     captured: list[torch.Tensor] = []
+    layers = model.backbone.model.layers
     hooks = [layer.input_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out)) for layer in layers]
-    features, labels = [[] for _ in layers], []
     enabled = model.memory_enabled
     model.memory_enabled = False
     try:
-        for example in examples:
-            captured.clear()
-            model(torch.tensor([example.history]), model.empty_state(1), write=False, logits_to_keep=1)
-            on = [i for i, v in enumerate(example.value_mask) if v]
-            off = [i for i, v in enumerate(example.value_mask) if not v]
-            chosen = on + rng.sample(off, min(OFF_PER_EXAMPLE, len(off)))
-            for layer, x in enumerate(captured):
-                features[layer].append(x[0, chosen].float())
-            labels += [True] * len(on) + [False] * (len(chosen) - len(on))
+        model(torch.tensor([ids]), model.empty_state(1), write=False, logits_to_keep=1)
     finally:
         model.memory_enabled = enabled
         for hook in hooks:
             hook.remove()
+    return [x[0].float() for x in captured]
+
+
+@torch.no_grad()
+def gate_features(model: MemoryModel, examples, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x [L, n, d], is_value [n]): every layer's attention input at all value tokens of `examples` and at
+    `OFF_PER_EXAMPLE` random other tokens of each, from the frozen backbone (memory off)."""
+    rng = random.Random(seed)
+    features, labels = [[] for _ in model.adapters], []
+    for example in examples:
+        on = [i for i, v in enumerate(example.value_mask) if v]
+        off = [i for i, v in enumerate(example.value_mask) if not v]
+        chosen = on + rng.sample(off, min(OFF_PER_EXAMPLE, len(off)))
+        for layer, x in enumerate(frozen_layer_inputs(model, example.history)):
+            features[layer].append(x[chosen])
+        labels += [True] * len(on) + [False] * (len(chosen) - len(on))
     return torch.stack([torch.cat(f) for f in features]), torch.tensor(labels)
 
 
