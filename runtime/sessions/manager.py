@@ -60,19 +60,27 @@ class SessionManager:
         self._store = store if store is not None else MemoryStore()
         self._lock = threading.Lock()
         self._mutating: dict[str, threading.Lock] = {}
+        self._creating: dict[str, threading.Lock] = {}  # tenant -> held while its quota is checked and used
         self._contexts: dict[str, tuple[int, object]] = {}  # session -> (memory version it was kept at, context)
 
     def count(self) -> int:
         return self._store.count()
 
-    def _check_quota(self, tenant: str) -> None:
-        if self._max_per_tenant is None:
-            return
-        owned = len(self._store.list(tenant))
-        if owned >= self._max_per_tenant:
-            raise LimitExceeded(
-                f"tenant {tenant!r} already has {owned} sessions, the limit; delete some before creating more"
-            )
+    @contextmanager
+    def _new_session_for(self, tenant: str) -> Iterator[None]:
+        """Check the tenant's quota and store its new session as one step: the tenant's creates and forks are
+        serialised here (other tenants' are not), so concurrent ones cannot all pass the check before any is
+        stored. Within one process; replicas sharing a store can still each admit one more."""
+        with self._lock:
+            lock = self._creating.setdefault(tenant, threading.Lock())
+        with lock:
+            if self._max_per_tenant is not None:
+                owned = len(self._store.list(tenant))
+                if owned >= self._max_per_tenant:
+                    raise LimitExceeded(
+                        f"tenant {tenant!r} already has {owned} sessions, the limit; delete some before creating more"
+                    )
+            yield
 
     def _with_context(self, info: SessionInfo) -> tuple[SessionInfo, object | None]:
         with self._lock:
@@ -109,7 +117,6 @@ class SessionManager:
         if context_policy != "window" and window_tokens:
             raise InvalidRequest(f"window_tokens is only for the window policy, not {context_policy!r}")
         metadata = check_metadata(metadata or {})
-        self._check_quota(tenant)
         info = SessionInfo(
             session_id=uuid.uuid4().hex,
             memory_version=0,
@@ -123,7 +130,8 @@ class SessionManager:
             window_tokens=window_tokens,
             tenant=tenant,
         )
-        self._store.put(info, self._empty, None)
+        with self._new_session_for(tenant):
+            self._store.put(info, self._empty, None)
         return info
 
     def snapshot(self, session_id: str, tenant: str = DEFAULT_TENANT) -> tuple[SessionInfo, torch.Tensor]:
@@ -173,7 +181,6 @@ class SessionManager:
         """A new session with the source's committed memory; the state tensor is copied (KBs, any history)."""
         metadata = check_metadata(metadata or {})
         source, state = self._load(session_id, tenant)
-        self._check_quota(tenant)
         info = dataclasses.replace(
             source,
             session_id=uuid.uuid4().hex,
@@ -184,7 +191,8 @@ class SessionManager:
             order=self._store.next_order(),
             context_tokens=0,
         )
-        self._store.put(info, state, None)
+        with self._new_session_for(tenant):
+            self._store.put(info, state, None)
         # the context (tokens and KV) is shared, not copied: contexts are never modified in place, and a
         # request continues from a clone, so a fork costs the same whatever the history's length
         with self._lock:

@@ -83,3 +83,40 @@ def test_paging_by_key_survives_deletions(manager):
     manager.delete(created[3])
     rest, more = manager.list(page[-1].order, 10)
     assert [i.session_id for i in rest] == created[4:] and not more
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+def test_the_session_quota_holds_under_concurrent_creates_and_forks(store_kind, tmp_path):
+    """16 threads released together by a barrier create or fork sessions of one tenant with a limit of 5, three
+    rounds: each round ends with exactly 5 sessions and 11 LimitExceeded (once 6, 5 and 11 sessions got in), and
+    another tenant is not held back."""
+    import threading
+
+    from deltamem.runtime.errors import LimitExceeded
+    from deltamem.runtime.sessions.sqlite_store import SqliteStore
+
+    identity = {"backbone": "b", "adapter": "a", "state_shape": "2x1x2x2"}
+    store = SqliteStore(tmp_path, identity) if store_kind == "sqlite" else None
+    manager = SessionManager(torch.zeros(2, 1, 2, 2), store, max_sessions_per_tenant=5)
+    for _ in range(3):
+        source = manager.create(tenant="t")
+        barrier, outcomes = threading.Barrier(16), []
+
+        def one(index):
+            barrier.wait()
+            try:
+                (manager.fork(source.session_id, tenant="t") if index % 2 else manager.create(tenant="t"))
+                outcomes.append("ok")
+            except LimitExceeded:
+                outcomes.append("limit")
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        owned = manager.list(None, 100, "t")[0]
+        assert len(owned) == 5 and outcomes.count("ok") == 4 and outcomes.count("limit") == 12, outcomes
+        assert manager.create(tenant="other").tenant == "other"
+        for info in owned:
+            manager.delete(info.session_id, "t")
