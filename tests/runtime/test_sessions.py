@@ -102,7 +102,7 @@ def test_the_session_quota_holds_under_concurrent_creates_and_forks(store_kind, 
         source = manager.create(tenant="t")
         barrier, outcomes = threading.Barrier(16), []
 
-        def one(index):
+        def one(index, source, barrier, outcomes):
             barrier.wait()
             try:
                 (manager.fork(source.session_id, tenant="t") if index % 2 else manager.create(tenant="t"))
@@ -110,7 +110,7 @@ def test_the_session_quota_holds_under_concurrent_creates_and_forks(store_kind, 
             except LimitExceeded:
                 outcomes.append("limit")
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        threads = [threading.Thread(target=one, args=(i, source, barrier, outcomes)) for i in range(16)]
         for thread in threads:
             thread.start()
         for thread in threads:
