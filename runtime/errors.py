@@ -32,3 +32,8 @@ class StateMismatch(DeltaMemError):
 class NonFiniteOutput(DeltaMemError):
     """The model's output for this request is not finite (its memory holds NaN or infinity): nothing can be sampled
     from it. Only this request fails; the session's memory needs a reset or an import."""
+
+
+class StoreUnavailable(DeltaMemError):
+    """The session store did not answer (down, frozen, unreachable) within its timeout: retryable. When a write's
+    outcome cannot be known, the message says so and names the version to check."""

@@ -16,6 +16,7 @@ from deltamem.runtime.errors import (
     SessionBusy,
     SessionNotFound,
     StateMismatch,
+    StoreUnavailable,
 )
 from deltamem.service.auth import Unauthenticated
 
@@ -26,6 +27,7 @@ _STATUS = (
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
     (Draining, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StateMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (NonFiniteOutput, grpc.StatusCode.FAILED_PRECONDITION),

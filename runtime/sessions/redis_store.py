@@ -8,6 +8,9 @@ interleave a session's mutations. Durability is the Redis server's: run it with 
 
 from __future__ import annotations
 
+import functools
+
+from deltamem.runtime.errors import StoreUnavailable
 from deltamem.runtime.sessions.records import SessionInfo
 from deltamem.runtime.sessions.state_codec import decode_state, encode_state
 from deltamem.runtime.sessions.store import (
@@ -39,11 +42,39 @@ return 1
 """
 
 
-class RedisStore:
-    def __init__(self, url: str, identity: dict[str, str], prefix: str = "deltamem"):
+STORE_TIMEOUT_SECONDS = 5.0  # per Redis call: a frozen Redis must not hold a call (and a worker) forever
+
+
+def _unavailable_on_redis_errors(method):
+    """Redis connection errors and timeouts become StoreUnavailable (UNAVAILABLE, retryable); for a put, whose
+    script may or may not have run, the message names the version to check."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
         import redis
 
-        self._redis = redis.Redis.from_url(url)
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            what = f"redis did not answer {method.__name__} ({type(exc).__name__}: {exc})"
+            if method.__name__ == "put":
+                info = args[0]
+                what += (
+                    f"; whether session {info.session_id} reached memory_version {info.memory_version} is unknown:"
+                    " read the session before retrying"
+                )
+            raise StoreUnavailable(what) from None
+
+    return guarded
+
+
+class RedisStore:
+    def __init__(
+        self, url: str, identity: dict[str, str], prefix: str = "deltamem", timeout: float = STORE_TIMEOUT_SECONDS
+    ):
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._prefix = prefix
         self._put = self._redis.register_script(_PUT)
         self._delete = self._redis.register_script(_DELETE)
@@ -60,6 +91,7 @@ class RedisStore:
     def _tenant_prefix(self) -> str:
         return f"{self._prefix}:tenant:"
 
+    @_unavailable_on_redis_errors
     def get(self, session_id: str):
         fields = self._redis.hmget(self._session_key(session_id), "info", "state", "shape", "sha256")
         if fields[0] is None:
@@ -68,6 +100,7 @@ class RedisStore:
         state = decode_state(data, shape.decode(), digest.decode(), f"redis session {session_id}")
         return decode_info(info.decode()), state
 
+    @_unavailable_on_redis_errors
     def put(self, info: SessionInfo, state, expected_version: int | None) -> None:
         data, shape, digest = encode_state(state)
         written = self._put(
@@ -86,9 +119,11 @@ class RedisStore:
         if not written:
             raise StoreConflict(f"session {info.session_id} changed since it was read")
 
+    @_unavailable_on_redis_errors
     def delete(self, session_id: str) -> bool:
         return bool(self._delete(keys=[self._session_key(session_id)], args=[self._tenant_prefix(), session_id]))
 
+    @_unavailable_on_redis_errors
     def list(self, tenant: str) -> list[SessionInfo]:
         ids = [member.decode() for member in self._redis.smembers(self._tenant_prefix() + tenant)]
         pipe = self._redis.pipeline()
@@ -96,8 +131,10 @@ class RedisStore:
             pipe.hget(self._session_key(session_id), "info")
         return [decode_info(raw.decode()) for raw in pipe.execute() if raw is not None]
 
+    @_unavailable_on_redis_errors
     def next_order(self) -> int:
         return int(self._redis.incr(f"{self._prefix}:order"))
 
+    @_unavailable_on_redis_errors
     def count(self) -> int:
         return sum(1 for _ in self._redis.scan_iter(f"{self._prefix}:session:*"))

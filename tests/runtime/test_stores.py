@@ -122,3 +122,42 @@ def test_a_corrupted_sqlite_memory_is_detected(tmp_path):
     db.close()
     with pytest.raises(StoreMismatch, match="fails its checksum"):
         manager(SqliteStore(tmp_path, IDENTITY)).snapshot(info.session_id)
+
+
+def test_a_frozen_or_stopped_redis_is_store_unavailable_and_the_store_recovers(tmp_path, launch_redis):
+    """With redis-server frozen (SIGSTOP) a call ends after the store timeout with StoreUnavailable (it once hung:
+    no socket timeout), a put's message says its outcome is unknown; stopped, the same; restarted on the same
+    data, every acknowledged write is there and calls work again."""
+    import dataclasses
+    import signal
+
+    from deltamem.runtime.errors import StoreUnavailable
+    from deltamem.runtime.sessions.redis_store import RedisStore
+
+    process, url = launch_redis(tmp_path)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    try:
+        store = RedisStore(url, IDENTITY, prefix="faults", timeout=1.0)
+        manager = SessionManager(torch.zeros(2, 1, 4, 4), store)
+        kept = manager.create(metadata={"k": "v"})
+        process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="redis did not answer get"):
+            store.get(kept.session_id)
+        assert time.monotonic() - started < 5
+        with pytest.raises(StoreUnavailable, match="is unknown: read the session"):
+            store.put(dataclasses.replace(kept, memory_version=1), torch.ones(2, 1, 4, 4), 0)
+        process.send_signal(signal.SIGCONT)
+        assert store.get(kept.session_id) is not None
+        process.terminate()
+        process.wait(10)
+        with pytest.raises(StoreUnavailable):
+            manager.create()
+        process, _ = launch_redis(tmp_path, port)
+        found = store.get(kept.session_id)
+        assert found is not None and found[0].metadata == {"k": "v"}
+        assert manager.create().session_id
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        process.wait(10)
