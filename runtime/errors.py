@@ -37,3 +37,7 @@ class NonFiniteOutput(DeltaMemError):
 class StoreUnavailable(DeltaMemError):
     """The session store did not answer (down, frozen, unreachable) within its timeout: retryable. When a write's
     outcome cannot be known, the message says so and names the version to check."""
+
+
+class StoreFull(DeltaMemError):
+    """The session store has no room for a write (disk or database full): nothing was written."""

@@ -16,6 +16,7 @@ from deltamem.runtime.errors import (
     SessionBusy,
     SessionNotFound,
     StateMismatch,
+    StoreFull,
     StoreUnavailable,
 )
 from deltamem.service.auth import Unauthenticated
@@ -28,6 +29,7 @@ _STATUS = (
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
     (Draining, grpc.StatusCode.UNAVAILABLE),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StateMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (NonFiniteOutput, grpc.StatusCode.FAILED_PRECONDITION),

@@ -161,3 +161,24 @@ def test_a_frozen_or_stopped_redis_is_store_unavailable_and_the_store_recovers(t
         process.send_signal(signal.SIGCONT)
         process.terminate()
         process.wait(10)
+
+
+def test_a_full_sqlite_store_is_store_full_writes_nothing_and_recovers(tmp_path):
+    """A database that cannot grow (SQLite's own limit, as a full disk behaves) makes a write StoreFull
+    (RESOURCE_EXHAUSTED), never an OperationalError or "cannot rollback - no transaction is active"; what was
+    stored before is intact, and once there is room again writes succeed."""
+    from deltamem.runtime.errors import StoreFull
+
+    store = SqliteStore(tmp_path, IDENTITY)
+    manager = SessionManager(torch.zeros(2, 1, 4, 4), store)
+    kept = manager.create(metadata={"k": "v"})
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreFull, match="is full"):
+        for _ in range(200):
+            manager.create(metadata={"pad": "x" * 200})
+    before = {info.session_id for info in store.list("default")}
+    assert kept.session_id in before and store.get(kept.session_id)[0].metadata == {"k": "v"}
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    made = manager.create()
+    assert {info.session_id for info in store.list("default")} == before | {made.session_id}
