@@ -4,9 +4,12 @@ input (issue 17). Health checking and reflection need no key."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import grpc
 
 from deltamem.service.auth import ApiKeys, Unauthenticated
+from deltamem.service.interceptors import wrap_handler
 
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -27,17 +30,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 def refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind that aborts with UNAUTHENTICATED; it takes the request as raw bytes (no
-    deserializer), so nothing of it is parsed."""
+    """`handler` aborting with UNAUTHENTICATED before it runs; the request stays raw bytes, so nothing of it is
+    parsed."""
 
+    @contextmanager
     def refuse(_request, context):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield
 
-    if handler.unary_stream:
+    return wrap_handler(handler, refuse, request_deserializer=raw_bytes)
 
-        def refuse_stream(request, context):
-            refuse(request, context)
-            yield from ()
 
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, None, handler.response_serializer)
-    return grpc.unary_unary_rpc_method_handler(refuse, None, handler.response_serializer)
+def raw_bytes(data: bytes) -> bytes:
+    return data

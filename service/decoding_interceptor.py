@@ -4,10 +4,13 @@ message type named (issue 17)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from deltamem.service.interceptors import wrap_handler
 
 SERVICE_PREFIX = "/deltamem.v1.MemoryService/"
 
@@ -29,7 +32,7 @@ class DecodingInterceptor(grpc.ServerInterceptor):
 
 
 def decoding(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """`handler` whose deserialiser never raises and whose behaviour refuses what could not be decoded."""
+    """`handler` whose deserialiser never raises, refusing before it runs what could not be decoded."""
     deserialize = handler.request_deserializer
 
     def safe_deserialize(raw: bytes):
@@ -38,24 +41,11 @@ def decoding(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
         except (DecodeError, UnicodeDecodeError) as exc:
             return Undecodable(str(exc))
 
-    def check(request, context):
+    @contextmanager
+    def refuse_undecodable(request, context):
         if isinstance(request, Undecodable):
             message = f"the {method} request could not be decoded: {request.error}"
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-        return request
+        yield
 
-    if handler.unary_stream:
-        inner_stream = handler.unary_stream
-
-        def stream(request, context):
-            yield from inner_stream(check(request, context), context)
-
-        return grpc.unary_stream_rpc_method_handler(stream, safe_deserialize, handler.response_serializer)
-    if handler.unary_unary:
-        inner = handler.unary_unary
-
-        def unary(request, context):
-            return inner(check(request, context), context)
-
-        return grpc.unary_unary_rpc_method_handler(unary, safe_deserialize, handler.response_serializer)
-    return handler
+    return wrap_handler(handler, refuse_undecodable, request_deserializer=safe_deserialize)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import grpc
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler | None, around) -> grpc.RpcMethodHandler | None:
+def wrap_handler(
+    handler: grpc.RpcMethodHandler | None, around, request_deserializer=None
+) -> grpc.RpcMethodHandler | None:
     """`handler` with each call run inside `around(request, context)`, a context manager that lasts until the
-    response (for a stream, its last message, or the moment the stream is abandoned) and sees any exception."""
+    response (for a stream, its last message, or the moment the stream is abandoned) and sees any exception;
+    `request_deserializer`, if given, replaces the handler's."""
     if handler is None:
         return None
+    deserializer = request_deserializer or handler.request_deserializer
     if handler.unary_unary:
         inner = handler.unary_unary
 
@@ -17,7 +21,7 @@ def wrap_handler(handler: grpc.RpcMethodHandler | None, around) -> grpc.RpcMetho
             with around(request, context):
                 return inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(unary, deserializer, handler.response_serializer)
     if handler.unary_stream:
         inner_stream = handler.unary_stream
 
@@ -25,7 +29,7 @@ def wrap_handler(handler: grpc.RpcMethodHandler | None, around) -> grpc.RpcMetho
             with around(request, context):
                 yield from inner_stream(request, context)
 
-        return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(stream, deserializer, handler.response_serializer)
     return handler
 
 

@@ -48,14 +48,14 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     """logits: [V] → the next token id. Safe for every accepted parameter: logits are shifted so their maximum is 0
     before the temperature divides them (a temperature of 1e-38 then sends the others to -inf, never the maximum
     to inf), and NaN logits are never chosen; logits with no finite value raise NonFiniteOutput."""
-    logits = logits.float()
-    finite = torch.isfinite(logits)
-    if not bool(finite.any()):
+    lowest = float("-inf")
+    logits = logits.float().nan_to_num(nan=lowest, posinf=lowest, neginf=lowest)  # NaN and +inf lose
+    top = logits.max()
+    if top == lowest:
         raise NonFiniteOutput("the model's output is not finite (NaN or infinite memory?): nothing can be sampled")
-    logits = torch.where(finite | (logits == float("-inf")), logits, float("-inf"))  # NaN and +inf lose
     if params.is_greedy:
         return int(torch.argmax(logits))
-    logits = (logits - logits.max()) / params.temperature
+    logits = (logits - top) / params.temperature
     if params.top_k:
         kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
