@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -149,19 +147,3 @@ def memory_state(state: torch.Tensor, identity: StateIdentity, summary_only: boo
         backbone_fingerprint=identity.backbone,
         adapter_fingerprint=identity.adapter,
     )
-
-
-def page_token(last: SessionInfo) -> str:
-    """The creation sequence number of the last session on the page."""
-    return str(last.order)
-
-
-PAGE_TOKEN_PATTERN = re.compile(r"[0-9]{1,18}")  # ASCII digits that fit an int64 (str.isdigit also takes "²", "①")
-
-
-def page_key(token: str) -> int | None:
-    if not token:
-        return None
-    if not PAGE_TOKEN_PATTERN.fullmatch(token):
-        raise InvalidRequest(f"page_token {token[:64]!r} is not a token this server issued")
-    return int(token)

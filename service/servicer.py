@@ -15,6 +15,7 @@ from deltamem.runtime.sessions.state_codec import StateIdentity, import_state
 from deltamem.service import convert
 from deltamem.service.auth import ApiKeys
 from deltamem.service.errors import map_errors
+from deltamem.service.page_tokens import SECRET_NAME, PageTokens
 from deltamem.v1 import memory_service_pb2 as pb
 from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
 
@@ -33,6 +34,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self.engine = engine
         self.identity = StateIdentity.of(engine)
         self.sessions = sessions
+        self.page_tokens = PageTokens(sessions.shared_secret(SECRET_NAME))
         self.keys = keys or ApiKeys({})
         self.metrics = metrics
         self.draining = False  # set at shutdown: calls that change sessions are refused, reads still served
@@ -152,9 +154,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def ListSessions(self, request, context):
         if request.page_size > MAX_PAGE_SIZE:
             raise InvalidRequest(f"page_size must be at most {MAX_PAGE_SIZE}, got {request.page_size}")
-        after = convert.page_key(request.page_token)
-        page, has_more = self.sessions.list(after, request.page_size or DEFAULT_PAGE_SIZE, self._tenant(context))
+        tenant = self._tenant(context)
+        after = self.page_tokens.read(tenant, request.page_token)
+        page, has_more = self.sessions.list(after, request.page_size or DEFAULT_PAGE_SIZE, tenant)
         return pb.ListSessionsResponse(
             sessions=[convert.session(info) for info in page],
-            next_page_token=convert.page_token(page[-1]) if has_more else "",
+            next_page_token=self.page_tokens.issue(tenant, page[-1].order) if has_more else "",
         )

@@ -75,7 +75,7 @@ class SessionManager:
             lock = self._creating.setdefault(tenant, threading.Lock())
         with lock:
             if self._max_per_tenant is not None:
-                owned = len(self._store.list(tenant))
+                owned = self._store.count_tenant(tenant)
                 if owned >= self._max_per_tenant:
                     raise LimitExceeded(
                         f"tenant {tenant!r} already has {owned} sessions, the limit; delete some before creating more"
@@ -211,7 +211,9 @@ class SessionManager:
     def list(self, after: int | None, limit: int, tenant: str = DEFAULT_TENANT) -> tuple[list[SessionInfo], bool]:
         """Up to `limit` of the tenant's sessions in creation order, strictly after the session whose `order` is
         `after`; returns (page, whether more follow). A key, not an offset, so deletions never skip or repeat."""
-        infos = sorted(self._store.list(tenant), key=lambda info: info.order)
-        if after is not None:
-            infos = [info for info in infos if info.order > after]
+        infos = self._store.list_page(tenant, after, limit + 1)
         return [self._with_context(info)[0] for info in infos[:limit]], len(infos) > limit
+
+    def shared_secret(self, name: str) -> bytes:
+        """A key every replica on this store shares (page tokens are signed with it)."""
+        return self._store.secret(name)

@@ -1,7 +1,8 @@
 """A session store in Redis, shared by every replica of the service (see store.py for the contract).
 
-Each session is a hash (info, memory bytes, shape, SHA-256, version, tenant) plus membership in its tenant's
-set; a put is one Lua script that checks the stored version and writes everything, so replicas never
+Each session is a hash (info, memory bytes, shape, SHA-256, version, tenant) plus a member of its tenant's
+sorted set, scored by creation order (pages and quota counts read it: O(log n + page), O(1)); a put is one
+Lua script that checks the stored version and writes everything, so replicas never
 interleave a session's mutations. Durability is the Redis server's: run it with `appendonly yes` and
 `appendfsync always` for every acknowledged write to survive a crash.
 """
@@ -9,6 +10,7 @@ interleave a session's mutations. Durability is the Redis server's: run it with 
 from __future__ import annotations
 
 import functools
+import secrets
 
 from deltamem.runtime.errors import StoreUnavailable
 from deltamem.runtime.sessions.records import SessionInfo
@@ -30,14 +32,14 @@ elseif version ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'info', ARGV[2], 'state', ARGV[3], 'shape', ARGV[4], 'sha256', ARGV[5],
            'version', ARGV[6], 'tenant', ARGV[7])
-redis.call('SADD', KEYS[2], ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[9], ARGV[8])
 return 1
 """
 _DELETE = """
 local tenant = redis.call('HGET', KEYS[1], 'tenant')
 if not tenant then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[1] .. tenant, ARGV[2])
+redis.call('ZREM', ARGV[1] .. tenant, ARGV[2])
 return 1
 """
 
@@ -84,12 +86,24 @@ class RedisStore:
         stored = {k.decode(): v.decode() for k, v in self._redis.hgetall(key).items() if k != b"_"}
         if problem := identity_problem(stored, identity, f"redis {url} (prefix {prefix})"):
             raise StoreMismatch(problem)
+        self._index_tenants()
+
+    def _index_tenants(self) -> None:
+        """Move the unordered tenant sets of a store written before the sorted ones existed into them, once."""
+        old = f"{self._prefix}:tenant:"
+        for key in self._redis.scan_iter(old + "*"):
+            tenant = key.decode()[len(old) :]
+            for member in self._redis.smembers(key):
+                raw = self._redis.hget(self._session_key(member.decode()), "info")
+                if raw is not None:
+                    self._redis.zadd(self._tenant_prefix() + tenant, {member: decode_info(raw.decode()).order})
+            self._redis.delete(key)
 
     def _session_key(self, session_id: str) -> str:
         return f"{self._prefix}:session:{session_id}"
 
     def _tenant_prefix(self) -> str:
-        return f"{self._prefix}:tenant:"
+        return f"{self._prefix}:tenant-by-order:"
 
     @_unavailable_on_redis_errors
     def get(self, session_id: str):
@@ -114,6 +128,7 @@ class RedisStore:
                 str(info.memory_version),
                 info.tenant,
                 info.session_id,
+                str(info.order),
             ],
         )
         if not written:
@@ -124,12 +139,17 @@ class RedisStore:
         return bool(self._delete(keys=[self._session_key(session_id)], args=[self._tenant_prefix(), session_id]))
 
     @_unavailable_on_redis_errors
-    def list(self, tenant: str) -> list[SessionInfo]:
-        ids = [member.decode() for member in self._redis.smembers(self._tenant_prefix() + tenant)]
+    def list_page(self, tenant: str, after: int | None, limit: int) -> list[SessionInfo]:
+        low = "-inf" if after is None else f"({after}"
+        ids = self._redis.zrangebyscore(self._tenant_prefix() + tenant, low, "+inf", start=0, num=limit)
         pipe = self._redis.pipeline()
         for session_id in ids:
-            pipe.hget(self._session_key(session_id), "info")
+            pipe.hget(self._session_key(session_id.decode()), "info")
         return [decode_info(raw.decode()) for raw in pipe.execute() if raw is not None]
+
+    @_unavailable_on_redis_errors
+    def count_tenant(self, tenant: str) -> int:
+        return int(self._redis.zcard(self._tenant_prefix() + tenant))
 
     @_unavailable_on_redis_errors
     def next_order(self) -> int:
@@ -138,3 +158,9 @@ class RedisStore:
     @_unavailable_on_redis_errors
     def count(self) -> int:
         return sum(1 for _ in self._redis.scan_iter(f"{self._prefix}:session:*"))
+
+    @_unavailable_on_redis_errors
+    def secret(self, name: str) -> bytes:
+        key = f"{self._prefix}:secret:{name}"
+        self._redis.set(key, secrets.token_bytes(32), nx=True)
+        return self._redis.get(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 import sqlite3
 import threading
 from pathlib import Path
@@ -45,9 +46,10 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS identity (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, version INTEGER NOT NULL,"
-            " info TEXT NOT NULL, shape TEXT NOT NULL, state BLOB NOT NULL, sha256 TEXT NOT NULL)"
+            " info TEXT NOT NULL, shape TEXT NOT NULL, state BLOB NOT NULL, sha256 TEXT NOT NULL, ord INTEGER)"
         )
         with self._lock:
             stored = dict(self._db.execute("SELECT key, value FROM identity").fetchall())
@@ -55,6 +57,25 @@ class SqliteStore:
                 self._db.executemany("INSERT INTO identity VALUES (?, ?)", sorted(identity.items()))
             elif problem := identity_problem(stored, identity, str(self.path)):
                 raise StoreMismatch(problem)
+            self._index_tenants()
+
+    def _index_tenants(self) -> None:
+        """The (tenant, creation order) index that pages and the per-tenant counts that quotas read, built once
+        for a database written before they existed."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+            if "ord" not in columns:
+                self._db.execute("ALTER TABLE sessions ADD COLUMN ord INTEGER")
+            self._db.execute("UPDATE sessions SET ord = json_extract(info, '$.order') WHERE ord IS NULL")
+            self._db.execute("CREATE INDEX IF NOT EXISTS sessions_by_tenant ON sessions (tenant, ord)")
+            if not self._db.execute("SELECT name FROM sqlite_master WHERE name = 'tenant_counts'").fetchone():
+                self._db.execute("CREATE TABLE tenant_counts (tenant TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+                self._db.execute("INSERT INTO tenant_counts SELECT tenant, COUNT(*) FROM sessions GROUP BY tenant")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
 
     @_mapped_sqlite_errors
     def get(self, session_id):
@@ -77,9 +98,24 @@ class SqliteStore:
                 if (row is None) != (expected_version is None) or (row is not None and row[0] != expected_version):
                     raise StoreConflict(f"session {info.session_id} changed since it was read")
                 self._db.execute(
-                    "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (info.session_id, info.tenant, info.memory_version, encode_info(info), shape, data, digest),
+                    "INSERT OR REPLACE INTO sessions (id, tenant, version, info, shape, state, sha256, ord)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        info.session_id,
+                        info.tenant,
+                        info.memory_version,
+                        encode_info(info),
+                        shape,
+                        data,
+                        digest,
+                        info.order,
+                    ),
                 )
+                if row is None:
+                    self._db.execute(
+                        "INSERT INTO tenant_counts VALUES (?, 1) ON CONFLICT (tenant) DO UPDATE SET n = n + 1",
+                        (info.tenant,),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -93,13 +129,31 @@ class SqliteStore:
     @_mapped_sqlite_errors
     def delete(self, session_id):
         with self._lock:
-            return self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("DELETE FROM sessions WHERE id = ? RETURNING tenant", (session_id,)).fetchone()
+                if row is not None:
+                    self._db.execute("UPDATE tenant_counts SET n = n - 1 WHERE tenant = ?", row)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return row is not None
 
     @_mapped_sqlite_errors
-    def list(self, tenant):
+    def list_page(self, tenant, after, limit):
         with self._lock:
-            rows = self._db.execute("SELECT info FROM sessions WHERE tenant = ?", (tenant,)).fetchall()
+            rows = self._db.execute(
+                "SELECT info FROM sessions WHERE tenant = ? AND ord > ? ORDER BY ord LIMIT ?",
+                (tenant, -1 if after is None else after, limit),
+            ).fetchall()
         return [decode_info(row[0]) for row in rows]
+
+    @_mapped_sqlite_errors
+    def count_tenant(self, tenant):
+        with self._lock:
+            row = self._db.execute("SELECT n FROM tenant_counts WHERE tenant = ?", (tenant,)).fetchone()
+        return row[0] if row else 0
 
     @_mapped_sqlite_errors
     def next_order(self):
@@ -119,6 +173,12 @@ class SqliteStore:
     def count(self):
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+
+    @_mapped_sqlite_errors
+    def secret(self, name):
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO secrets VALUES (?, ?)", (name, secrets.token_bytes(32)))
+            return self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

@@ -11,9 +11,11 @@ backbone and adapter it was written with and refuses a server running others.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import json
+import secrets
 import threading
 from typing import Protocol
 
@@ -38,12 +40,19 @@ class SessionStore(Protocol):
 
     def delete(self, session_id: str) -> bool: ...
 
-    def list(self, tenant: str) -> list[SessionInfo]: ...
+    def list_page(self, tenant: str, after: int | None, limit: int) -> list[SessionInfo]:
+        """Up to `limit` of the tenant's sessions in creation order, with `order` > `after`: O(log n + page)."""
+
+    def count_tenant(self, tenant: str) -> int:
+        """How many sessions the tenant has: O(1), for the quota check on every create and fork."""
 
     def next_order(self) -> int:
         """A creation sequence number, increasing across every replica sharing the store."""
 
     def count(self) -> int: ...
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte key made on first use and then the same for every replica sharing the store."""
 
 
 def encode_info(info: SessionInfo) -> str:
@@ -72,6 +81,8 @@ class MemoryStore:
         self._sessions: dict[str, tuple[SessionInfo, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self._orders = itertools.count()
+        self._by_tenant: dict[str, list[tuple[int, str]]] = {}  # tenant -> sorted (order, session id)
+        self._secrets: dict[str, bytes] = {}
 
     def get(self, session_id):
         with self._lock:
@@ -86,14 +97,25 @@ class MemoryStore:
             ):
                 raise StoreConflict(f"session {info.session_id} changed since it was read")
             self._sessions[info.session_id] = (dataclasses.replace(info, context_tokens=0), state.detach().clone())
+            if current is None:
+                bisect.insort(self._by_tenant.setdefault(info.tenant, []), (info.order, info.session_id))
 
     def delete(self, session_id):
         with self._lock:
-            return self._sessions.pop(session_id, None) is not None
+            found = self._sessions.pop(session_id, None)
+            if found is not None:
+                self._by_tenant[found[0].tenant].remove((found[0].order, session_id))
+            return found is not None
 
-    def list(self, tenant):
+    def list_page(self, tenant, after, limit):
         with self._lock:
-            return [info for info, _ in self._sessions.values() if info.tenant == tenant]
+            index = self._by_tenant.get(tenant, [])
+            start = 0 if after is None else bisect.bisect_right(index, (after, "\U0010ffff"))
+            return [self._sessions[session_id][0] for _, session_id in index[start : start + limit]]
+
+    def count_tenant(self, tenant):
+        with self._lock:
+            return len(self._by_tenant.get(tenant, ()))
 
     def next_order(self):
         with self._lock:
@@ -102,3 +124,7 @@ class MemoryStore:
     def count(self):
         with self._lock:
             return len(self._sessions)
+
+    def secret(self, name):
+        with self._lock:
+            return self._secrets.setdefault(name, secrets.token_bytes(32))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from deltamem.runtime import tracing
 
-TRACED_CALLS = ("get", "put", "delete", "list", "next_order", "count")
+TRACED_CALLS = ("get", "put", "delete", "list_page", "count_tenant", "next_order", "count")
+TENANT_CALLS = ("list_page", "count_tenant")
 
 
 class TracedStore:
-    """Delegates to `inner`; get/put/delete/list/next_order/count each run inside a deltamem.store.* span."""
+    """Delegates to `inner`; each of TRACED_CALLS runs inside a deltamem.store.* span."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -20,7 +21,7 @@ class TracedStore:
             return call
 
         def traced(*args, **kwargs):
-            subject = {"tenant": args[0]} if name == "list" and args else {"session_id": _session_of(args)}
+            subject = {"tenant": args[0]} if name in TENANT_CALLS and args else {"session_id": _session_of(args)}
             with tracing.span(f"deltamem.store.{name}", store=self._kind, **subject):
                 return call(*args, **kwargs)
 

@@ -177,8 +177,8 @@ def test_a_full_sqlite_store_is_store_full_writes_nothing_and_recovers(tmp_path)
     with pytest.raises(StoreFull, match="is full"):
         for _ in range(200):
             manager.create(metadata={"pad": "x" * 200})
-    before = {info.session_id for info in store.list("default")}
+    before = {info.session_id for info in store.list_page("default", None, 1000)}
     assert kept.session_id in before and store.get(kept.session_id)[0].metadata == {"k": "v"}
     store._db.execute("PRAGMA max_page_count = 1073741823")
     made = manager.create()
-    assert {info.session_id for info in store.list("default")} == before | {made.session_id}
+    assert {info.session_id for info in store.list_page("default", None, 1000)} == before | {made.session_id}

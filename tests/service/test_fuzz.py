@@ -125,13 +125,16 @@ def test_digit_lookalike_page_tokens_and_ids_with_a_newline_are_invalid_argument
     trailing newline): each is now INVALID_ARGUMENT with a message."""
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.MemoryServiceStub(channel)
-        for token in ("²", "①", "٣", "9" * 4301, "9" * 19, "12\n", " 12"):
+        for token in ("²", "①", "٣", "9" * 4301, "9" * 19, "12\n", " 12", "1"):  # "1": the old plain counter
             with pytest.raises(grpc.RpcError) as err:
                 stub.ListSessions(pb.ListSessionsRequest(page_token=token), timeout=60)
             assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, token
             assert "page_token" in err.value.details()
         session = real_session(stub)
-        assert stub.ListSessions(pb.ListSessionsRequest(page_token="1"), timeout=60) is not None
+        real_session(stub)
+        first = stub.ListSessions(pb.ListSessionsRequest(page_size=1), timeout=60)
+        assert first.next_page_token and not first.next_page_token.isdigit()
+        assert stub.ListSessions(pb.ListSessionsRequest(page_token=first.next_page_token), timeout=60).sessions
         with pytest.raises(grpc.RpcError) as err:
             stub.ReadState(pb.ReadStateRequest(session_id=session + "\n"), timeout=60)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -127,3 +127,53 @@ def test_keys_are_checked_before_the_request_is_read_and_conflicting_keys_are_re
         assert code == grpc.StatusCode.UNAUTHENTICATED and "more than one API key" in details
         same = (("authorization", f"Bearer {KEY_A}"), ("x-api-key", KEY_A))
         assert list_sessions(b"", metadata=same, timeout=60) is not None
+
+
+def test_page_tokens_are_scoped_to_their_tenant(tenant_server):
+    """A tenant's next_page_token is refused for another tenant (it would otherwise page from a position in the
+    shared creation counter) and carries no readable counter."""
+    from deltamem.v1 import memory_service_pb2 as pb
+    from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
+
+    with MemoryClient(tenant_server, timeout=60, api_key=KEY_A) as a:
+        made = [a.create_session().session_id for _ in range(2)]
+        try:
+            with grpc.insecure_channel(tenant_server) as channel:
+                stub = pb_grpc.MemoryServiceStub(channel)
+                as_a, as_b = [(("authorization", f"Bearer {key}"),) for key in (KEY_A, KEY_B)]
+                first = stub.ListSessions(pb.ListSessionsRequest(page_size=1), metadata=as_a, timeout=60)
+                token = first.next_page_token
+                assert len(token) == 48 and not token.isdigit()
+                second = stub.ListSessions(pb.ListSessionsRequest(page_token=token), metadata=as_a, timeout=60)
+                assert [s.session_id for s in (*first.sessions, *second.sessions)] == made
+                code, details = status(
+                    lambda: stub.ListSessions(pb.ListSessionsRequest(page_token=token), metadata=as_b, timeout=60)
+                )
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in details
+        finally:
+            for session in made:
+                a.delete_session(session)
+
+
+def test_page_tokens_stay_valid_across_a_restart(start_server_process, tmp_path):
+    """The token key lives in the store, so a restarted server (or another replica) reads the tokens it gave."""
+    from deltamem.v1 import memory_service_pb2 as pb
+    from deltamem.v1 import memory_service_pb2_grpc as pb_grpc
+
+    data = str(tmp_path / "sessions")
+    proc = start_server_process("--data-dir", data)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
+            stub = pb_grpc.MemoryServiceStub(channel)
+            made = [stub.CreateSession(pb.CreateSessionRequest(), timeout=60).session.session_id for _ in range(2)]
+            token = stub.ListSessions(pb.ListSessionsRequest(page_size=1), timeout=60).next_page_token
+    finally:
+        proc.stop()
+    proc = start_server_process("--data-dir", data)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
+            stub = pb_grpc.MemoryServiceStub(channel)
+            page = stub.ListSessions(pb.ListSessionsRequest(page_token=token), timeout=60)
+            assert [s.session_id for s in page.sessions] == made[1:] and not page.next_page_token
+    finally:
+        proc.stop()
