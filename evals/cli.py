@@ -28,6 +28,13 @@ def _train_parser() -> argparse.ArgumentParser:
         help="initial write-gate bias of a new adapter: sigmoid(b) is the starting write strength and 1 - it the "
         "per-token decay (default %(default)s, the reference's)",
     )
+    parser.add_argument(
+        "--num-state-heads",
+        type=int,
+        default=DeltaMemConfig.num_state_heads,
+        help="independent 8x8 states per layer of a new adapter: 1 = TSW, 4 = the paper's MSW (read width 32); "
+        "ignored with --init (default %(default)s)",
+    )
     for field in fields(TrainConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
     return parser

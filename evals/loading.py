@@ -16,7 +16,7 @@ def load_for(args):
     configure_kernels()  # DELTAMEM_KERNELS / DELTAMEM_CPU_GEMM, as the server reads them
     model_dir = args.model or prepare_default_model(default_cache_dir())
     if hasattr(args, "init"):
-        init = DeltaMemConfig(beta_bias_init=args.beta_bias_init)
+        init = DeltaMemConfig(beta_bias_init=args.beta_bias_init, num_state_heads=args.num_state_heads)
         return model_dir, load_model(model_dir, args.init, args.device, init_config=init)
     adapter = default_adapter_dir(args.model, args.adapter, args.untrained_adapter)
     return model_dir, load_model(model_dir, adapter, args.device)

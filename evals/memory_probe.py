@@ -24,6 +24,7 @@ from deltamem.evals.fitted_init import fitted_init
 from deltamem.evals.prompts import answer_ids, question_prompt
 from deltamem.evals.synthetic import build
 from deltamem.evals.train import FIT_EXAMPLES, focused_examples, pad, value_labels
+from deltamem.runtime.model.adapter_config import DeltaMemConfig
 
 MEMORIES = ("own", "other", "empty")
 
@@ -78,10 +79,14 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--fitted-init", action="store_true", help="probe the untrained adapter after the fitted init (step 0)"
     )
+    parser.add_argument("--num-state-heads", type=int, default=1, help="with --fitted-init: states per layer")
     args = parser.parse_args(argv)
     configure_kernels()
     model_dir = prepare_default_model(default_cache_dir())
-    loaded = load_model(model_dir, None if args.fitted_init else default_adapter_dir(None, args.adapter, False))
+    if args.fitted_init:
+        loaded = load_model(model_dir, None, init_config=DeltaMemConfig(num_state_heads=args.num_state_heads))
+    else:
+        loaded = load_model(model_dir, default_adapter_dir(None, args.adapter, False))
     loaded.model.eval()
     if args.fitted_init:
         samples = build("train", FIT_EXAMPLES, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from deltamem.evals.regimes import REGIMES, WITHOUT_STATE
 from deltamem.evals.run_eval import EvalConfig, evaluate, table
@@ -375,7 +376,9 @@ def test_train_refuses_bad_settings_with_a_reason(scripts_dir, tmp_path):
 
 def test_fitted_init_opens_gates_on_values_keeps_them_shut_elsewhere_and_reads_back_token_directions(tiny, tokenizer):
     """The fitted start: value tokens open the gates to about GATE_OPEN and others stay near GATE_SHUT; only the
-    last layers carry values; keys equal queries; an empty memory is still the frozen model, bit for bit."""
+    last layers carry values; keys and queries follow the induction codes (a value's first token is keyed START,
+    which non-value tokens query; a value token queries the code its successor is keyed with); an empty memory
+    is still the frozen model, bit for bit."""
     from deltamem.evals import fitted_init as fitted
 
     model = tiny()
@@ -389,9 +392,23 @@ def test_fitted_init_opens_gates_on_values_keeps_them_shut_elsewhere_and_reads_b
         assert gates[mask].mean() > 0.1 and gates[~mask].mean() < 0.05, (gates[mask].mean(), gates[~mask].mean())
         first = round(len(model.adapters) * fitted.FIRST_LAYER_FRACTION)
         for layer, adapter in enumerate(model.adapters):
-            assert torch.equal(adapter.memory_q_proj, adapter.memory_k_proj)
             assert (adapter.memory_v_proj.abs().sum() > 0) == (layer >= first)
             assert not adapter.delta_q_proj.any()
+        features = fitted.token_features(model, examples)
+        codes, start = fitted.token_codes(fitted.output_directions(model), model.config.rank)
+        later = features.is_value & ~features.starts_value
+        for adapter, x in zip(model.adapters, features.inputs, strict=True):
+            keys = F.normalize(torch.tanh(x @ adapter.memory_k_proj.T), dim=-1)
+            queries = F.normalize(torch.tanh(x @ adapter.memory_q_proj.T), dim=-1)
+            # a tiny random net fits loosely: each code is nearer its own tokens than the others' (chance: equal)
+            assert (keys[features.starts_value] @ start).mean() > (keys[later] @ start).mean() + 0.1
+            assert (queries[~features.is_value] @ start).mean() > (queries[features.is_value] @ start).mean() + 0.1
+            own = (keys[later] * codes[features.previous[later]]).sum(-1).mean()
+            assert own > (keys[later] * codes[features.previous[later].roll(1)]).sum(-1).mean() + 0.1
+            own = (queries[features.is_value] * codes[features.ids[features.is_value]]).sum(-1).mean()
+            assert (
+                own > (queries[features.is_value] * codes[features.ids[features.is_value].roll(1)]).sum(-1).mean() + 0.1
+            )
         frozen = model.backbone(ids).logits
         model.memory_enabled = True
         assert torch.equal(model(ids, model.empty_state(1), write=False).logits, frozen)
