@@ -205,6 +205,13 @@ class ServerConfig:
     )
     max_workers: int = option(16, "gRPC worker threads", read=_integer)
     max_batch: int = option(8, "requests the engine runs together; more wait for a free slot", read=_integer)
+    max_calls: int = option(
+        12,
+        "long calls (Generate, UpdateMemory, ImportState) in flight at once; more are RESOURCE_EXHAUSTED. Below "
+        "max-workers: the other workers stay free for health checks and short calls",
+        read=_integer,
+    )
+    max_calls_per_tenant: int = option(6, "long calls one tenant may have in flight", read=_integer)
     grace_seconds: float = option(
         30.0,
         "seconds calls in flight may run on after shutdown begins",
@@ -258,6 +265,12 @@ class ServerConfig:
             raise ValueError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+        if not 1 <= self.max_calls < self.max_workers:
+            raise ValueError(
+                f"max_calls must be at least 1 and below max_workers ({self.max_workers}), got {self.max_calls}"
+            )
+        if not 1 <= self.max_calls_per_tenant <= self.max_calls:
+            raise ValueError(f"max_calls_per_tenant must be in [1, max_calls], got {self.max_calls_per_tenant}")
         if self.grace_seconds < 0 or self.drain_notice_seconds < 0:
             raise ValueError("grace_seconds and drain_notice_seconds must be >= 0")
         if self.max_sessions_per_tenant < 1 or self.max_input_tokens < 1 or self.max_message_bytes < 1:

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from deltamem.runtime import tracing
 from deltamem.runtime.engine.protocol import Engine
 from deltamem.runtime.sessions.manager import SessionManager
+from deltamem.service.admission import Admission, AdmissionInterceptor
 from deltamem.service.auth import ApiKeys
 from deltamem.service.auth_interceptor import AuthInterceptor
 from deltamem.service.config import ServerConfig
@@ -81,6 +82,8 @@ def start_server(
         interceptors.append(metrics.interceptor())
     if keys is not None and keys.enabled:
         interceptors.append(AuthInterceptor(keys))  # refusals are still traced and counted
+    admission = Admission(config.max_calls, config.max_calls_per_tenant)
+    interceptors.append(AdmissionInterceptor(admission, keys or ApiKeys({})))  # after the key check
     interceptors.append(DecodingInterceptor())  # after the key check: a keyless call is never decoded
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers), options=limits, interceptors=interceptors
