@@ -21,6 +21,7 @@ from deltamem.service.auth_interceptor import AuthInterceptor
 from deltamem.service.config import ServerConfig
 from deltamem.service.decoding_interceptor import DecodingInterceptor
 from deltamem.service.servicer import MemoryServicer
+from deltamem.service.store_watch import StoreWatch
 from deltamem.service.tracing import TracingInterceptor
 from deltamem.v1 import memory_service_pb2 as pb
 
@@ -37,17 +38,30 @@ class RunningServer:
         self.health = health_servicer
         self.port = port
         self.servicer = servicer
+        self._health_lock = threading.Lock()
+        self._store_reachable = True
+        self._draining = False
+        self.store_watch = StoreWatch(servicer.sessions.ping, self._store_changed)
 
-    def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, status)
+    def publish_health(self) -> None:
+        """SERVING while the store answers and the server is not draining; NOT_SERVING otherwise."""
+        with self._health_lock:
+            serving = self._store_reachable and not self._draining
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, status)
+
+    def _store_changed(self, reachable: bool) -> None:
+        self._store_reachable = reachable
+        self.publish_health()
 
     def stop(self, grace: float, notice: float = 0.0) -> None:
         """Drain: health turns NOT_SERVING and new session-changing calls get UNAVAILABLE at once; after `notice`
         seconds (for probes and load balancers to see it) the server stops taking any call and gives the
         ones in flight up to `grace` seconds to finish."""
-        self.set_serving(False)
+        self.store_watch.stop()
+        self._draining = True
+        self.publish_health()
         self.servicer.draining = True
         if notice:
             time.sleep(notice)
@@ -104,7 +118,8 @@ def start_server(
         raise OSError(f"could not bind {config.address}")
     server.start()
     running = RunningServer(server, health_servicer, port, servicer)
-    running.set_serving(True)
+    running.publish_health()
+    running.store_watch.start()
     return running
 
 

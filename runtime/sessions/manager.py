@@ -214,6 +214,10 @@ class SessionManager:
         infos = self._store.list_page(tenant, after, limit + 1)
         return [self._with_context(info)[0] for info in infos[:limit]], len(infos) > limit
 
+    def ping(self) -> None:
+        """Raise if the store does not answer (health checking)."""
+        self._store.ping()
+
     def shared_secret(self, name: str) -> bytes:
         """A key every replica on this store shares (page tokens are signed with it)."""
         return self._store.secret(name)

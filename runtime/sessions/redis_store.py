@@ -164,3 +164,7 @@ class RedisStore:
         key = f"{self._prefix}:secret:{name}"
         self._redis.set(key, secrets.token_bytes(32), nx=True)
         return self._redis.get(key)
+
+    @_unavailable_on_redis_errors
+    def ping(self) -> None:
+        self._redis.ping()

@@ -180,5 +180,10 @@ class SqliteStore:
             self._db.execute("INSERT OR IGNORE INTO secrets VALUES (?, ?)", (name, secrets.token_bytes(32)))
             return self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0]
 
+    @_mapped_sqlite_errors
+    def ping(self):
+        with self._lock:
+            self._db.execute("SELECT 1 FROM identity LIMIT 1").fetchall()
+
     def close(self) -> None:
         self._db.close()

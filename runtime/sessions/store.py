@@ -54,6 +54,9 @@ class SessionStore(Protocol):
     def secret(self, name: str) -> bytes:
         """A random 32-byte key made on first use and then the same for every replica sharing the store."""
 
+    def ping(self) -> None:
+        """Return if the store answers; raise (StoreUnavailable) if it does not. Health checking calls it."""
+
 
 def encode_info(info: SessionInfo) -> str:
     return json.dumps(dataclasses.asdict(info) | {"context_tokens": 0}, sort_keys=True)
@@ -128,3 +131,6 @@ class MemoryStore:
     def secret(self, name):
         with self._lock:
             return self._secrets.setdefault(name, secrets.token_bytes(32))
+
+    def ping(self):
+        return None
