@@ -136,7 +136,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def ImportState(self, request, context):
         self._accepting()
         tenant = self._tenant(context)
-        state = import_state(convert.exported_state(request.state), self.identity)
+        state = import_state(convert.exported_state(request.state), self.identity, self.engine.state_bound)
         created = None
         if not request.session_id:
             created = self.sessions.create(dict(request.metadata), tenant=tenant).session_id

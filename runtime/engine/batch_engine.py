@@ -37,6 +37,7 @@ from deltamem.runtime.engine.sequential import DEFAULT_PREFILL_CHUNK
 from deltamem.runtime.engine.state_pool import StatePool
 from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
 from deltamem.runtime.model.backbone import LoadedModel
+from deltamem.runtime.model.state_bound import model_row_bound
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class BatchEngine:
         self.tokenizer = loaded.tokenizer
         self.backbone_fingerprint = loaded.backbone_fingerprint
         self.adapter_fingerprint = loaded.adapter_fingerprint
+        self.state_bound = model_row_bound(loaded.model)  # what ImportState accepts
         self.prefill_chunk = prefill_chunk
         self.max_batch = max_batch
         self.device = next(self.model.parameters()).device

@@ -20,6 +20,7 @@ class Engine(Protocol):
     adapter_fingerprint: str
     keeps_context: bool  # whether generate can continue and return KV (the full and window context policies)
     max_batch: int  # requests run together at most
+    state_bound: torch.Tensor  # [layers, heads, r]: the largest row norm a write can reach (model/state_bound.py)
 
     @property
     def slots_in_use(self) -> int:

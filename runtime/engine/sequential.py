@@ -20,6 +20,7 @@ from deltamem.runtime.engine.sampling import make_generator, sample_next
 from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
 from deltamem.runtime.errors import InvalidRequest
 from deltamem.runtime.model.backbone import LoadedModel
+from deltamem.runtime.model.state_bound import model_row_bound
 
 DEFAULT_PREFILL_CHUNK = 512
 
@@ -33,6 +34,7 @@ class SequentialEngine:
         self.tokenizer = loaded.tokenizer
         self.backbone_fingerprint = loaded.backbone_fingerprint
         self.adapter_fingerprint = loaded.adapter_fingerprint
+        self.state_bound = model_row_bound(loaded.model)  # what ImportState accepts
         self.prefill_chunk = prefill_chunk
         self.device = next(self.model.parameters()).device
         self.inputs = InputEncoder(self.tokenizer, self.model.backbone.get_input_embeddings().num_embeddings)

@@ -16,6 +16,7 @@ import torch
 
 from deltamem.runtime.engine.protocol import Engine
 from deltamem.runtime.errors import InvalidRequest, StateMismatch
+from deltamem.runtime.model.state_bound import row_norm_excess
 from deltamem.runtime.sessions.store import StoreMismatch
 
 
@@ -77,8 +78,9 @@ class ExportedState:
     adapter_fingerprint: str
 
 
-def import_state(exported: ExportedState, identity: StateIdentity) -> torch.Tensor:
-    """The tensor an exported memory holds, after checking that it is whole, intact and made for `identity`."""
+def import_state(exported: ExportedState, identity: StateIdentity, row_bound: torch.Tensor) -> torch.Tensor:
+    """The tensor an exported memory holds, after checking that it is whole, intact, made for `identity` and a
+    memory the write rule can produce: every row within `row_bound` [layers, heads, r] (model/state_bound.py)."""
     if exported.backbone_fingerprint != identity.backbone:
         raise StateMismatch(
             f"the memory was made for backbone {exported.backbone_fingerprint or '(none)'}; "
@@ -105,4 +107,6 @@ def import_state(exported: ExportedState, identity: StateIdentity) -> torch.Tens
         raise InvalidRequest("the memory's values do not match its checksum: it was altered or truncated")
     if not bool(torch.isfinite(state).all()):
         raise InvalidRequest("the memory holds values that are not finite")
+    if problem := row_norm_excess(state, row_bound):
+        raise InvalidRequest(f"the memory cannot have come from this adapter's writes: {problem}")
     return state

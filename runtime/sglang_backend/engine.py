@@ -34,6 +34,7 @@ from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemCo
 from deltamem.runtime.model.backbone import backbone_fingerprint
 from deltamem.runtime.model.checkpoint import adapter_fingerprint, load_adapter_weights
 from deltamem.runtime.model.memory_model import UnsupportedBackbone
+from deltamem.runtime.model.state_bound import checkpoint_input_norms, reachable_row_norms
 from deltamem.runtime.sglang_backend import PACKAGE, handoff
 from deltamem.runtime.sglang_backend.adapter_weights import build_adapters
 from deltamem.runtime.sglang_backend.mailbox import Mailbox, RequestFlags, encode_rid
@@ -99,6 +100,8 @@ class SGLangEngine:
         load_adapter_weights(adapter_dir, list(layers))
         self.adapter_fingerprint = adapter_fingerprint(config, list(layers))
         self.backbone_fingerprint = backbone_fingerprint(model_dir)
+        norms = checkpoint_input_norms(model_dir, hf_config.num_hidden_layers)
+        self.state_bound = reachable_row_norms(list(layers), norms)  # what ImportState accepts
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.inputs = InputEncoder(self.tokenizer, hf_config.vocab_size, max_input_tokens)
         self.device = torch.device("cpu")  # where the states this engine returns live

@@ -25,6 +25,20 @@ def test_commit_bumps_version_and_abandoned_mutation_changes_nothing(manager):
     assert now.memory_version == 1 and torch.equal(state, torch.ones(2, 1, 4, 4))
 
 
+def test_a_non_finite_memory_is_never_committed(manager):
+    """The last line of defence behind the import bound: a write whose result is NaN or inf commits nothing."""
+    from deltamem.runtime.errors import NonFiniteOutput
+
+    info = manager.create()
+    for bad in (float("nan"), float("inf")):
+        state = torch.ones(2, 1, 4, 4)
+        state[1, 0, 2, 3] = bad
+        with pytest.raises(NonFiniteOutput), manager.mutation(info.session_id) as m:
+            m.commit(state, tokens_written=1)
+    now, state = manager.snapshot(info.session_id)
+    assert now.memory_version == 0 and torch.equal(state, torch.zeros(2, 1, 4, 4))
+
+
 def test_concurrent_mutation_of_one_session_is_rejected(manager):
     a, b = manager.create(), manager.create()
     with manager.mutation(a.session_id):

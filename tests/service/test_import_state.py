@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import torch
 
 from deltamem.client import MemoryClient
 from deltamem.v1 import memory_service_pb2 as pb
@@ -74,24 +75,41 @@ def test_foreign_or_altered_memories_are_refused_and_change_nothing(client, chan
     assert {s.session_id for s in client.list_sessions()} == sessions_before
 
 
-def test_a_write_that_would_make_the_memory_non_finite_commits_nothing(client):
-    """An imported memory of finite but extreme values (3e38) overflows on the next write: the call gets
-    FAILED_PRECONDITION and the session keeps its version and memory (once, a NaN memory was committed)."""
-    import torch
-
+def with_values(state: pb.MemoryState, values: torch.Tensor) -> pb.MemoryState:
+    """`state` carrying `values` (its shape) and their checksum."""
     from deltamem.runtime.sessions.state_codec import state_checksum
 
+    def change(copy):
+        for layer, rows in zip(copy.layers, values, strict=True):
+            layer.values[:] = rows.flatten().tolist()
+        copy.checksum = state_checksum(values)
+
+    return altered(state, change)
+
+
+def test_extreme_imports_are_refused_and_one_at_the_bound_survives_writes_and_sampling(client, default_engine):
+    """Once an import of finite but extreme values (3e38) was accepted and the next write committed NaN. Now a
+    memory no write could produce is INVALID_ARGUMENT and creates nothing; one just inside the bound
+    (runtime/model/state_bound.py) is accepted, and writing and sampling on it stay finite."""
+    from deltamem.runtime.model.state_bound import SLACK, model_row_bound
+
     state = exported(client)
-    extreme = torch.full(tuple(state.shape), 3e38)
-    huge = altered(
-        state, lambda s: [layer.values.__setitem__(slice(None), [3e38] * len(layer.values)) for layer in s.layers]
-    )
-    huge.checksum = state_checksum(extreme)
-    session = client.import_state(huge)
-    before = client.read_state(session.session_id)
-    with pytest.raises(grpc.RpcError) as err:
-        client.update_memory(session.session_id, "The red key is under the mat.")
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "non-finite" in err.value.details()
-    after = client.read_state(session.session_id)
-    assert after.session.memory_version == before.session.memory_version
-    assert after.state.checksum == before.state.checksum
+    shape = tuple(state.shape)
+    sessions_before = {s.session_id for s in client.list_sessions()}
+    for extreme in (torch.full(shape, 3e38), torch.full(shape, 1e6)):
+        with pytest.raises(grpc.RpcError) as err:
+            client.import_state(with_values(state, extreme))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "cannot have come from this adapter's writes" in err.value.details()
+    assert {s.session_id for s in client.list_sessions()} == sessions_before
+    assert state.adapter_fingerprint == default_engine.adapter_fingerprint  # the server's adapter: its bound
+    bound = model_row_bound(default_engine.model)
+    rows = torch.nn.functional.normalize(torch.randn(shape, generator=torch.Generator().manual_seed(0)), dim=-1)
+    edge = rows * (bound / SLACK * 0.999)[..., None]  # every row just inside its bound
+    session = client.import_state(with_values(state, edge)).session_id
+    written = client.update_memory(session, "The red key is under the mat.")
+    result = client.generate_text(session, "Where is the red key?", max_new_tokens=4, temperature=1.0, seed=1)
+    after = client.read_state(session)
+    values = torch.tensor([v for layer in after.state.layers for v in layer.values])
+    assert written.memory_version == 2 and result.memory_version == 3
+    assert torch.isfinite(values).all() and (values.view(shape).norm(dim=-1) <= bound).all()
