@@ -12,7 +12,7 @@ from deltamem.runtime.errors import Draining, InvalidRequest
 from deltamem.runtime.sessions.calls import TurnResult, generate_in_session, write_in_session
 from deltamem.runtime.sessions.manager import SessionManager
 from deltamem.runtime.sessions.state_codec import StateIdentity, import_state
-from deltamem.service import convert
+from deltamem.service import convert, receipts
 from deltamem.service.auth import ApiKeys
 from deltamem.service.errors import map_errors
 from deltamem.service.page_tokens import SECRET_NAME, PageTokens
@@ -72,7 +72,15 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         options = convert.generation_options(request)
         given = convert.user_input(request.input)
         with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
-            calls = generate_in_session(self.engine, mutation, given, options, context.is_active)
+            if (earlier := receipts.replay(mutation.info, request)) is not None:  # a retry: its first answer
+                delta, result = earlier
+                yield pb.GenerateResponse(delta=pb.TokenDelta.FromString(delta))
+                yield pb.GenerateResponse(result=pb.GenerateResult.FromString(result))
+                return
+            receipt = receipts.for_generate(
+                request, lambda outcome, info: convert.generate_result(TurnResult(outcome, info))
+            )
+            calls = generate_in_session(self.engine, mutation, given, options, context.is_active, receipt)
             try:
                 for event in calls:
                     if not context.is_active():
@@ -102,7 +110,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self._accepting()
         given = convert.user_input(request.input)
         with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
-            committed = write_in_session(self.engine, mutation, given, context.is_active)
+            if (earlier := receipts.replay(mutation.info, request)) is not None:  # a retry: its first answer
+                return pb.UpdateMemoryResponse.FromString(earlier[0])
+            receipt = receipts.for_update(request)
+            committed = write_in_session(self.engine, mutation, given, context.is_active, receipt)
         if committed is None:
             context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled; nothing was written")
         info, written = committed

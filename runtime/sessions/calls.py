@@ -40,9 +40,11 @@ def generate_in_session(
     given: UserInput,
     options: GenerationOptions,
     still_wanted: Callable[[], bool],
+    receipt: tuple[str, Callable[[GenerationOutcome, list[int], SessionInfo], str]] | None = None,
 ) -> Iterator[TokenEvent | TurnResult]:
     """Stream a generation for the input `given`. Commits only if `still_wanted()` holds when the generation
-    ends; closing early commits nothing."""
+    ends; closing early commits nothing. `receipt`: (request id, what a retry of it returns, given the outcome,
+    the generated token ids and the committed session), stored with the commit."""
     keeps = mutation.info.context_policy != "none"
     kept = current_context(engine, mutation) if keeps else None
     prompt = engine.inputs.encode(given, add_generation_prompt=True, after=kept)
@@ -70,20 +72,33 @@ def generate_in_session(
                     mutation.info.memory_version + (1 if written else 0),
                     mutation.info.window_tokens or None,
                 )
-            info = mutation.commit(event.state if written else None, written, new_context)
+            stored = None
+            if receipt is not None:
+                request_id, make = receipt
+                stored = (request_id, lambda info, outcome=event, make=make: make(outcome, generated, info))
+            info = mutation.commit(event.state if written else None, written, new_context, stored)
             yield TurnResult(event, info)
     finally:
         events.close()
 
 
 def write_in_session(
-    engine: Engine, mutation: Mutation, given: UserInput, still_wanted: Callable[[], bool]
+    engine: Engine,
+    mutation: Mutation,
+    given: UserInput,
+    still_wanted: Callable[[], bool],
+    receipt: tuple[str, Callable[[int, SessionInfo], str]] | None = None,
 ) -> tuple[SessionInfo, int] | None:
     """UpdateMemory: write the input into memory only; returns the session after the commit and the tokens
     written, or None (nothing committed) if the call stopped being wanted. The kept context stays; its KV is
-    re-encoded under the new memory at the next Generate."""
+    re-encoded under the new memory at the next Generate. `receipt`: (request id, what a retry of it returns,
+    given the tokens written and the committed session)."""
     encoded = engine.inputs.encode(given, add_generation_prompt=False)
     new_state, written = engine.write(mutation.state, encoded)
     if not still_wanted():
         return None
-    return mutation.commit(new_state, written, mutation.context), written
+    stored = None
+    if receipt is not None:
+        request_id, make = receipt
+        stored = (request_id, lambda info: make(written, info))
+    return mutation.commit(new_state, written, mutation.context, stored), written

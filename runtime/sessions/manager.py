@@ -11,7 +11,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -24,8 +24,11 @@ from deltamem.runtime.sessions.records import (
     SessionInfo,
     check_metadata,
     check_session_id,
+    with_receipt,
 )
 from deltamem.runtime.sessions.store import MemoryStore, StoreConflict
+
+Receipt = tuple[str, Callable[[SessionInfo], str]]  # (request id, what the call returns, given the committed session)
 
 
 class Mutation:
@@ -38,14 +41,21 @@ class Mutation:
         self.context = context
         self.committed: SessionInfo | None = None
 
-    def commit(self, new_state: torch.Tensor | None, tokens_written: int, context: object | None = None) -> SessionInfo:
+    def commit(
+        self,
+        new_state: torch.Tensor | None,
+        tokens_written: int,
+        context: object | None = None,
+        receipt: Receipt | None = None,
+    ) -> SessionInfo:
         """Publish the call's result at once: a new memory (version n+1; None keeps the memory and its version),
-        which the store copies, and the context to keep (None: none)."""
+        which the store copies, the context to keep (None: none) and, for a call with a request id, its
+        receipt, made from the session as committed and stored in the same put."""
         if self.committed is not None:
             raise RuntimeError("a mutation commits at most once")
         if new_state is not None and not bool(torch.isfinite(new_state).all()):
             raise NonFiniteOutput("the call made the memory non-finite (NaN or infinity); nothing was committed")
-        self.committed = self._manager._publish(self.info, new_state, tokens_written, context)
+        self.committed = self._manager._publish(self.info, self.state, new_state, tokens_written, context, receipt)
         return self.committed
 
 
@@ -152,16 +162,23 @@ class SessionManager:
         finally:
             lock.release()
 
-    def _publish(self, info: SessionInfo, new_state, tokens_written: int, context) -> SessionInfo:
+    def _publish(
+        self, info: SessionInfo, state, new_state, tokens_written: int, context, receipt: Receipt | None
+    ) -> SessionInfo:
         published = dataclasses.replace(
             info,
             memory_version=info.memory_version + (new_state is not None),
             tokens_written=info.tokens_written + tokens_written,
             context_tokens=len(context.tokens) if context is not None else 0,
         )
-        if new_state is not None:
+        if receipt is not None:
+            request_id, make = receipt
+            published = dataclasses.replace(
+                published, receipts=with_receipt(info.receipts, request_id, make(published))
+            )
+        if new_state is not None or receipt is not None:
             try:  # on the store before anyone can see it (or an error, and no change)
-                self._store.put(published, new_state, info.memory_version)
+                self._store.put(published, state if new_state is None else new_state, info.memory_version)
             except StoreConflict:
                 if self._store.get(info.session_id) is None:
                     raise SessionNotFound(f"session {info.session_id} was deleted during the call") from None
@@ -190,6 +207,7 @@ class SessionManager:
             created_at=time.time(),
             order=self._store.next_order(),
             context_tokens=0,
+            receipts={},  # a retry is about the session it was sent to, not its forks
         )
         with self._new_session_for(tenant):
             self._store.put(info, state, None)
