@@ -34,6 +34,11 @@ class NonFiniteOutput(DeltaMemError):
     from it. Only this request fails; the session's memory needs a reset or an import."""
 
 
+class CommitTooLate(DeltaMemError):
+    """The call's deadline passed before the store could commit it (a slow or frozen store): nothing was written,
+    so a client that gave up at its deadline never finds the write committed after all."""
+
+
 class StoreUnavailable(DeltaMemError):
     """The session store did not answer (down, frozen, unreachable) within its timeout: retryable. When a write's
     outcome cannot be known, the message says so and names the version to check."""

@@ -9,6 +9,7 @@ import logging
 import grpc
 
 from deltamem.runtime.errors import (
+    CommitTooLate,
     Draining,
     InvalidRequest,
     LimitExceeded,
@@ -29,6 +30,7 @@ _STATUS = (
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
     (Draining, grpc.StatusCode.UNAVAILABLE),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (CommitTooLate, grpc.StatusCode.DEADLINE_EXCEEDED),
     (StoreFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StateMismatch, grpc.StatusCode.FAILED_PRECONDITION),

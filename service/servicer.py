@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 
@@ -27,6 +28,13 @@ DEFAULT_PAGE_SIZE = 100
 
 class CallAbandoned(Exception):
     """The client cancelled or the deadline passed: the call ends without committing anything."""
+
+
+def call_deadline(context) -> float | None:
+    """The client's deadline as Unix time (None without one): no commit may land after it, since the client has
+    been told DEADLINE_EXCEEDED by then (issue 17: writes once committed after their calls had failed)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.time() + remaining
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
@@ -71,7 +79,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self._accepting()
         options = convert.generation_options(request)
         given = convert.user_input(request.input)
-        with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
+        with self.sessions.mutation(request.session_id, self._tenant(context), call_deadline(context)) as mutation:
             if (earlier := receipts.replay(mutation.info, request)) is not None:  # a retry: its first answer
                 delta, result = earlier
                 yield pb.GenerateResponse(delta=pb.TokenDelta.FromString(delta))
@@ -109,7 +117,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def UpdateMemory(self, request, context):
         self._accepting()
         given = convert.user_input(request.input)
-        with self.sessions.mutation(request.session_id, self._tenant(context)) as mutation:
+        with self.sessions.mutation(request.session_id, self._tenant(context), call_deadline(context)) as mutation:
             if (earlier := receipts.replay(mutation.info, request)) is not None:  # a retry: its first answer
                 return pb.UpdateMemoryResponse.FromString(earlier[0])
             receipt = receipts.for_update(request)
@@ -152,7 +160,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         if not request.session_id:
             created = self.sessions.create(dict(request.metadata), tenant=tenant).session_id
         try:
-            with self.sessions.mutation(request.session_id or created, tenant) as mutation:
+            with self.sessions.mutation(request.session_id or created, tenant, call_deadline(context)) as mutation:
                 info = mutation.commit(state.to(mutation.state.device), 0, None)
         except Exception:
             if created is not None:  # no half-made session is left behind

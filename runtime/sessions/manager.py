@@ -34,11 +34,14 @@ Receipt = tuple[str, Callable[[SessionInfo], str]]  # (request id, what the call
 class Mutation:
     """Exclusive access to one session for one call; `commit` publishes the new state as version n+1."""
 
-    def __init__(self, manager: SessionManager, info: SessionInfo, state: torch.Tensor, context):
+    def __init__(
+        self, manager: SessionManager, info: SessionInfo, state: torch.Tensor, context, deadline: float | None = None
+    ):
         self._manager = manager
         self.info = info
         self.state = state
         self.context = context
+        self.deadline = deadline  # Unix time after which the store must not commit (the call's own deadline)
         self.committed: SessionInfo | None = None
 
     def commit(
@@ -55,7 +58,9 @@ class Mutation:
             raise RuntimeError("a mutation commits at most once")
         if new_state is not None and not bool(torch.isfinite(new_state).all()):
             raise NonFiniteOutput("the call made the memory non-finite (NaN or infinity); nothing was committed")
-        self.committed = self._manager._publish(self.info, self.state, new_state, tokens_written, context, receipt)
+        self.committed = self._manager._publish(
+            self.info, self.state, new_state, tokens_written, context, receipt, self.deadline
+        )
         return self.committed
 
 
@@ -150,7 +155,10 @@ class SessionManager:
         return self._with_context(info)[0], state
 
     @contextmanager
-    def mutation(self, session_id: str, tenant: str = DEFAULT_TENANT) -> Iterator[Mutation]:
+    def mutation(
+        self, session_id: str, tenant: str = DEFAULT_TENANT, deadline: float | None = None
+    ) -> Iterator[Mutation]:
+        """Exclusive access to the session for one call; its commit happens only before `deadline` (Unix time)."""
         info, state = self._load(session_id, tenant)
         with self._lock:
             lock = self._mutating.setdefault(session_id, threading.Lock())
@@ -158,12 +166,19 @@ class SessionManager:
             raise SessionBusy(f"session {session_id} has another mutating call in progress; retry after it ends")
         try:
             info, context = self._with_context(info)
-            yield Mutation(self, info, state, context)
+            yield Mutation(self, info, state, context, deadline)
         finally:
             lock.release()
 
     def _publish(
-        self, info: SessionInfo, state, new_state, tokens_written: int, context, receipt: Receipt | None
+        self,
+        info: SessionInfo,
+        state,
+        new_state,
+        tokens_written: int,
+        context,
+        receipt: Receipt | None,
+        deadline: float | None = None,
     ) -> SessionInfo:
         published = dataclasses.replace(
             info,
@@ -178,7 +193,7 @@ class SessionManager:
             )
         if new_state is not None or receipt is not None:
             try:  # on the store before anyone can see it (or an error, and no change)
-                self._store.put(published, state if new_state is None else new_state, info.memory_version)
+                self._store.put(published, state if new_state is None else new_state, info.memory_version, deadline)
             except StoreConflict:
                 if self._store.get(info.session_id) is None:
                     raise SessionNotFound(f"session {info.session_id} was deleted during the call") from None

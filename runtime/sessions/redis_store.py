@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import secrets
 
-from deltamem.runtime.errors import StoreUnavailable
+from deltamem.runtime.errors import CommitTooLate, StoreUnavailable
 from deltamem.runtime.sessions.records import SessionInfo
 from deltamem.runtime.sessions.state_codec import decode_state, encode_state
 from deltamem.runtime.sessions.store import (
@@ -24,6 +24,10 @@ from deltamem.runtime.sessions.store import (
 )
 
 _PUT = """
+if ARGV[10] ~= '' then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(ARGV[10]) then return -1 end
+end
 local version = redis.call('HGET', KEYS[1], 'version')
 if ARGV[1] == '' then
   if version then return 0 end
@@ -63,7 +67,8 @@ def _unavailable_on_redis_errors(method):
                 info = args[0]
                 what += (
                     f"; whether session {info.session_id} reached memory_version {info.memory_version} is unknown:"
-                    " read the session before retrying"
+                    " read the session before retrying (a call with a deadline commits only if redis runs it"
+                    " before the deadline)"
                 )
             raise StoreUnavailable(what) from None
 
@@ -115,7 +120,7 @@ class RedisStore:
         return decode_info(info.decode()), state
 
     @_unavailable_on_redis_errors
-    def put(self, info: SessionInfo, state, expected_version: int | None) -> None:
+    def put(self, info: SessionInfo, state, expected_version: int | None, deadline: float | None = None) -> None:
         data, shape, digest = encode_state(state)
         written = self._put(
             keys=[self._session_key(info.session_id), self._tenant_prefix() + info.tenant],
@@ -129,8 +134,13 @@ class RedisStore:
                 info.tenant,
                 info.session_id,
                 str(info.order),
+                "" if deadline is None else repr(deadline),
             ],
         )
+        if written == -1:  # Redis ran the script after the deadline (it was slow or frozen): it wrote nothing
+            raise CommitTooLate(
+                f"the call's deadline passed before redis committed session {info.session_id}; nothing was written"
+            )
         if not written:
             raise StoreConflict(f"session {info.session_id} changed since it was read")
 

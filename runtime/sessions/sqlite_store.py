@@ -10,7 +10,14 @@ from pathlib import Path
 
 from deltamem.runtime.errors import StoreFull, StoreUnavailable
 from deltamem.runtime.sessions.state_codec import decode_state, encode_state
-from deltamem.runtime.sessions.store import StoreConflict, StoreMismatch, decode_info, encode_info, identity_problem
+from deltamem.runtime.sessions.store import (
+    StoreConflict,
+    StoreMismatch,
+    decode_info,
+    encode_info,
+    identity_problem,
+    refuse_if_late,
+)
 
 DATABASE_FILE = "sessions-v2.sqlite3"
 BUSY_TIMEOUT_SECONDS = 5.0  # a call waits this long for another writer's lock, then is UNAVAILABLE
@@ -89,7 +96,7 @@ class SqliteStore:
         return decode_info(info), decode_state(data, shape, digest, f"{self.path}: session {session_id}")
 
     @_mapped_sqlite_errors
-    def put(self, info, state, expected_version):
+    def put(self, info, state, expected_version, deadline=None):
         data, shape, digest = encode_state(state)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -97,6 +104,7 @@ class SqliteStore:
                 row = self._db.execute("SELECT version FROM sessions WHERE id = ?", (info.session_id,)).fetchone()
                 if (row is None) != (expected_version is None) or (row is not None and row[0] != expected_version):
                     raise StoreConflict(f"session {info.session_id} changed since it was read")
+                refuse_if_late(deadline)
                 self._db.execute(
                     "INSERT OR REPLACE INTO sessions (id, tenant, version, info, shape, state, sha256, ord)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

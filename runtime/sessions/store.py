@@ -17,10 +17,12 @@ import itertools
 import json
 import secrets
 import threading
+import time
 from typing import Protocol
 
 import torch
 
+from deltamem.runtime.errors import CommitTooLate
 from deltamem.runtime.sessions.records import SessionInfo
 
 
@@ -35,8 +37,11 @@ class StoreConflict(RuntimeError):
 class SessionStore(Protocol):
     def get(self, session_id: str) -> tuple[SessionInfo, torch.Tensor] | None: ...
 
-    def put(self, info: SessionInfo, state: torch.Tensor, expected_version: int | None) -> None:
-        """Write if the stored version is `expected_version` (None: the session must not exist yet)."""
+    def put(
+        self, info: SessionInfo, state: torch.Tensor, expected_version: int | None, deadline: float | None = None
+    ) -> None:
+        """Write if the stored version is `expected_version` (None: the session must not exist yet) and, given a
+        `deadline` (Unix time), only if the write happens before it (else CommitTooLate, nothing written)."""
 
     def delete(self, session_id: str) -> bool: ...
 
@@ -56,6 +61,12 @@ class SessionStore(Protocol):
 
     def ping(self) -> None:
         """Return if the store answers; raise (StoreUnavailable) if it does not. Health checking calls it."""
+
+
+def refuse_if_late(deadline: float | None) -> None:
+    """CommitTooLate if the call's `deadline` (Unix time) has passed: the check right before a store commits."""
+    if deadline is not None and time.time() > deadline:
+        raise CommitTooLate("the call's deadline passed before the store could commit it; nothing was written")
 
 
 def encode_info(info: SessionInfo) -> str:
@@ -92,8 +103,9 @@ class MemoryStore:
             found = self._sessions.get(session_id)
         return None if found is None else (found[0], found[1].clone())
 
-    def put(self, info, state, expected_version):
+    def put(self, info, state, expected_version, deadline=None):
         with self._lock:
+            refuse_if_late(deadline)
             current = self._sessions.get(info.session_id)
             if (current is None) != (expected_version is None) or (
                 current is not None and current[0].memory_version != expected_version

@@ -94,7 +94,7 @@ def test_a_failed_write_to_the_store_changes_nothing(make_store):
         def __getattr__(self, name):
             return getattr(store, name)
 
-        def put(self, info, state, expected_version):
+        def put(self, info, state, expected_version, deadline=None):
             raise OSError("disk full")
 
     broken = SessionManager(EMPTY, Broken())

@@ -56,3 +56,58 @@ def test_health_is_not_serving_while_redis_is_frozen_or_stopped_and_serving_when
         process.send_signal(signal.SIGCONT)
         process.terminate()
         process.wait(10)
+
+
+def test_a_write_whose_deadline_passes_while_redis_is_frozen_is_never_committed(
+    start_server_process, launch_redis, tmp_path
+):
+    """Once, calls that returned DEADLINE_EXCEEDED while Redis was frozen were committed when it resumed (a
+    retrying client then wrote the fact twice). Here Redis is frozen while each Generate is streaming, after its
+    session was read, so its commit waits on Redis past the call's deadline; Redis resumes before the store's
+    own timeout, runs the put script, and the script, seeing the deadline has passed, writes nothing."""
+    import threading
+
+    process, url = launch_redis(tmp_path)
+    server = start_server_process("--store", url)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.MemoryServiceStub(channel)
+            sessions = [stub.CreateSession(pb.CreateSessionRequest(), timeout=30).session.session_id for _ in range(3)]
+            streaming, codes = threading.Barrier(len(sessions) + 1), []
+
+            def generate(session):
+                request = pb.GenerateRequest(
+                    session_id=session, input=pb.Input(text="Count to ten."), max_new_tokens=12, ignore_end_of_turn=True
+                )
+                stream = stub.Generate(request, timeout=4)  # ends ~2 s in: its commit then waits on redis
+                try:
+                    next(stream)  # the session is read and the generation running
+                    streaming.wait(10)
+                    list(stream)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as err:
+                    codes.append(err.code())
+                    streaming.abort()  # failed before streaming: the test fails below, saying how
+
+            threads = [threading.Thread(target=generate, args=(s,)) for s in sessions]
+            for thread in threads:
+                thread.start()
+            try:
+                streaming.wait(30)
+            except threading.BrokenBarrierError:
+                raise AssertionError(f"a generation failed before it streamed: {codes}") from None
+            process.send_signal(signal.SIGSTOP)
+            time.sleep(4.5)  # past every deadline, within the store's 5 s timeout: the puts are waiting
+            process.send_signal(signal.SIGCONT)
+            for thread in threads:
+                thread.join(30)
+            health_becomes(health_pb2_grpc.HealthStub(channel), SERVING)
+            assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 3, codes
+            for session in sessions:
+                read = stub.ReadState(pb.ReadStateRequest(session_id=session, summary_only=True), timeout=30)
+                assert read.session.memory_version == 0, "a write was committed after its call had failed"
+    finally:
+        server.stop()
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        process.wait(10)
