@@ -34,6 +34,11 @@ class NonFiniteOutput(DeltaMemError):
     from it. Only this request fails; the session's memory needs a reset or an import."""
 
 
+class CallCancelled(DeltaMemError):
+    """The caller stopped wanting the call (cancelled, or past its deadline) before the engine finished it: the
+    engine stopped within one chunk and nothing was written."""
+
+
 class CommitTooLate(DeltaMemError):
     """The call's deadline passed before the store could commit it (a slow or frozen store): nothing was written,
     so a client that gave up at its deadline never finds the write committed after all."""

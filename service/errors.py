@@ -9,6 +9,7 @@ import logging
 import grpc
 
 from deltamem.runtime.errors import (
+    CallCancelled,
     CommitTooLate,
     Draining,
     InvalidRequest,
@@ -31,6 +32,7 @@ _STATUS = (
     (Draining, grpc.StatusCode.UNAVAILABLE),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (CommitTooLate, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (CallCancelled, grpc.StatusCode.CANCELLED),
     (StoreFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StateMismatch, grpc.StatusCode.FAILED_PRECONDITION),

@@ -19,11 +19,14 @@ cancels it at the next step.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import torch
 
+from deltamem.runtime.engine.chunk_pacer import ChunkPacer
 from deltamem.runtime.engine.detokenizer import IncrementalDetokenizer
 from deltamem.runtime.engine.inputs import InputEncoder
 from deltamem.runtime.engine.job import Decoding, Job, JobKind, Phase
@@ -36,12 +39,14 @@ from deltamem.runtime.engine.scheduler import Scheduler
 from deltamem.runtime.engine.sequential import DEFAULT_PREFILL_CHUNK
 from deltamem.runtime.engine.state_pool import StatePool
 from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
+from deltamem.runtime.errors import CallCancelled
 from deltamem.runtime.model.backbone import LoadedModel
 from deltamem.runtime.model.state_bound import model_row_bound
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 8
+CANCEL_POLL_S = 0.2  # how often a waiting write checks that its caller still wants it
 
 
 class BatchEngine:
@@ -70,6 +75,7 @@ class BatchEngine:
         self.pool = StatePool(max_batch, self.model.state_shape, device=self.device)
         self.scheduler = Scheduler(self.pool)
         self.runner = ModelRunner(self.model, self.pool, self.device)
+        self.pacer = ChunkPacer(prefill_chunk)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()  # orders submissions against the loop's start and stop
@@ -92,10 +98,17 @@ class BatchEngine:
     def empty_state(self) -> torch.Tensor:
         return self.model.empty_state(1, self.device)[0]
 
-    def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
+    def write(self, state: torch.Tensor, encoded: EncodedInput, still_wanted=None) -> tuple[torch.Tensor, int]:
         job = self._job(JobKind.WRITE, encoded.ids, encoded.message_ids, True, state)
         self._submit(job)
-        return job.next_event(), encoded.tokens_written(self.model.writes_messages)
+        while True:
+            try:
+                return job.next_event(timeout=CANCEL_POLL_S), encoded.tokens_written(self.model.writes_messages)
+            except queue.Empty:
+                if still_wanted is not None and not still_wanted():
+                    job.cancelled.set()  # retired at the next step: its slot and KV are freed
+                    self._wake.set()
+                    raise CallCancelled("the call stopped being wanted during its write; nothing was written") from None
 
     def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int) -> SequenceKV:
         kv = SequenceKV(self.model.num_layers)
@@ -186,6 +199,25 @@ class BatchEngine:
         self.scheduler.retire()
 
     def _step_prefill(self, jobs: list[Job]) -> None:
+        """Short prefills together in one forward; each long one (more than one chunk) in its own, paced so that
+        the others are not held behind it (chunk_pacer.py)."""
+        long = [
+            job
+            for job in jobs
+            if job.phase is Phase.PREFILL and len(job.tokens) > self.prefill_chunk and not self.model.writes_messages
+        ]
+        short = [job for job in jobs if job not in long]
+        contended = len(self.scheduler.running) > 1 or self.scheduler.has_waiting()
+        if short:
+            self._prefill_forward(short, self.prefill_chunk)
+        for job in long:
+            size = self.pacer.size(contended)
+            fed = min(size, len(job.tokens) - job.fed)
+            start = time.perf_counter()
+            self._prefill_forward([job], size)
+            self.pacer.observe(fed, time.perf_counter() - start, contended)
+
+    def _prefill_forward(self, jobs: list[Job], chunk: int) -> None:
         chunks, writes, messages = [], [], []
         for job in jobs:
             if job.phase is Phase.OUTPUT_MESSAGE:
@@ -196,7 +228,7 @@ class BatchEngine:
                 writes.append(job.request.write_output)
                 messages.append([max(job.message_ids, default=0) + 1] * len(generated))
                 continue
-            size = len(job.tokens) - job.fed if self.model.writes_messages else self.prefill_chunk
+            size = len(job.tokens) - job.fed if self.model.writes_messages else chunk
             chunks.append(list(job.tokens[job.fed : job.fed + size]))
             writes.append(job.write_input)
             messages.append(list(job.message_ids[job.fed : job.fed + size]))

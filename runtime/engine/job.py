@@ -80,9 +80,10 @@ class Job:
         self.events.put(error)
         self.phase = Phase.DONE
 
-    def next_event(self):
-        """The caller's side: the next event, raising the job's error if it failed."""
-        event = self.events.get()
+    def next_event(self, timeout: float | None = None):
+        """The caller's side: the next event, raising the job's error if it failed (queue.Empty after `timeout`
+        seconds without one)."""
+        event = self.events.get(timeout=timeout)
         if isinstance(event, BaseException):
             raise event
         return event

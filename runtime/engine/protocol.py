@@ -4,7 +4,7 @@ returned state only when the whole call succeeded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -29,8 +29,11 @@ class Engine(Protocol):
     def empty_state(self) -> torch.Tensor:
         """One session's empty memory, [layers, state heads, r, r] fp32."""
 
-    def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        """Write `encoded` into a copy of `state`; return the new state and the tokens written."""
+    def write(
+        self, state: torch.Tensor, encoded: EncodedInput, still_wanted: Callable[[], bool] | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """Write `encoded` into a copy of `state`; return the new state and the tokens written. Once
+        `still_wanted()` is false the write stops within a chunk and raises CallCancelled."""
 
     def generate(
         self, state: torch.Tensor, request: GenerationRequest, context: object | None = None

@@ -56,6 +56,10 @@ class Scheduler:
                 keep.append(job)
         self.running = keep
 
+    def has_waiting(self) -> bool:
+        """Whether submitted jobs are waiting for a slot."""
+        return not self._pending.empty()
+
     def ready(self, phases: tuple[Phase, ...]) -> list[Job]:
         """The running jobs in one of `phases` that their callers still want."""
         return [job for job in self.running if job.phase in phases and not job.cancelled.is_set()]

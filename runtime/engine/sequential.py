@@ -18,7 +18,7 @@ from deltamem.runtime.engine.inputs import InputEncoder
 from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
 from deltamem.runtime.engine.sampling import make_generator, sample_next
 from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
-from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.errors import CallCancelled, InvalidRequest
 from deltamem.runtime.model.backbone import LoadedModel
 from deltamem.runtime.model.state_bound import model_row_bound
 
@@ -83,19 +83,23 @@ class SequentialEngine:
         write: bool,
         cache: DynamicCache,
         message_ids: Sequence[int] | None = None,
+        still_wanted=None,
     ):
         """Feed `ids` in chunks sharing one KV cache; for token-state writes the result does not depend on the
-        chunk size. Message-mean writes need the whole call in one forward (all tokens read its start state)."""
+        chunk size. Message-mean writes need the whole call in one forward (all tokens read its start state).
+        Between chunks, a call no longer `still_wanted()` raises CallCancelled."""
         if self.model.writes_messages:
             return self._forward(ids, state, write, cache, message_ids or (0,) * len(ids))
         logits = None
         for start in range(0, len(ids), self.prefill_chunk):
+            if still_wanted is not None and not still_wanted():
+                raise CallCancelled("the call stopped being wanted during its write; nothing was written")
             logits, state = self._forward(ids[start : start + self.prefill_chunk], state, write, cache)
         return logits, state
 
-    def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
+    def write(self, state: torch.Tensor, encoded: EncodedInput, still_wanted=None) -> tuple[torch.Tensor, int]:
         """Write the input into a copy of `state` ([L, N, r, r]); return the new state and tokens written."""
-        _, new_state = self._prefill(encoded.ids, state, True, DynamicCache(), encoded.message_ids)
+        _, new_state = self._prefill(encoded.ids, state, True, DynamicCache(), encoded.message_ids, still_wanted)
         written = encoded.tokens_written(self.model.writes_messages)
         return new_state, written
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from deltamem.runtime.engine.inputs import UserInput
 from deltamem.runtime.engine.protocol import Engine
 from deltamem.runtime.engine.requests import GenerationOptions, GenerationOutcome, GenerationRequest, TokenEvent
+from deltamem.runtime.errors import CallCancelled
 from deltamem.runtime.sessions.kept_context import SessionContext, extend_context
 from deltamem.runtime.sessions.manager import Mutation
 from deltamem.runtime.sessions.records import SessionInfo
@@ -94,7 +95,10 @@ def write_in_session(
     re-encoded under the new memory at the next Generate. `receipt`: (request id, what a retry of it returns,
     given the tokens written and the committed session)."""
     encoded = engine.inputs.encode(given, add_generation_prompt=False)
-    new_state, written = engine.write(mutation.state, encoded)
+    try:
+        new_state, written = engine.write(mutation.state, encoded, still_wanted)
+    except CallCancelled:
+        return None
     if not still_wanted():
         return None
     stored = None

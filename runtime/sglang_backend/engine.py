@@ -29,7 +29,7 @@ from deltamem.runtime.engine.inputs import InputEncoder
 from deltamem.runtime.engine.requests import EncodedInput, GenerationOutcome, GenerationRequest, TokenEvent
 from deltamem.runtime.engine.sampling import SamplingParams
 from deltamem.runtime.engine.streaming import end_of_turn_ids, token_events
-from deltamem.runtime.errors import InvalidRequest
+from deltamem.runtime.errors import CallCancelled, InvalidRequest
 from deltamem.runtime.model.adapter_config import AdapterConfigError, DeltaMemConfig
 from deltamem.runtime.model.backbone import backbone_fingerprint
 from deltamem.runtime.model.checkpoint import adapter_fingerprint, load_adapter_weights
@@ -148,8 +148,12 @@ class SGLangEngine:
     def empty_state(self) -> torch.Tensor:
         return torch.zeros(self.state_shape, dtype=torch.float32)
 
-    def write(self, state: torch.Tensor, encoded: EncodedInput) -> tuple[torch.Tensor, int]:
-        return self._written_state(state, encoded.ids), len(encoded.ids)
+    def write(self, state: torch.Tensor, encoded: EncodedInput, still_wanted=None) -> tuple[torch.Tensor, int]:
+        """SGLang chunks the prefill itself; a cancelled call is noticed only once SGLang is done with it."""
+        new_state = self._written_state(state, encoded.ids)
+        if still_wanted is not None and not still_wanted():
+            raise CallCancelled("the call stopped being wanted during its write; nothing was written")
+        return new_state, len(encoded.ids)
 
     def encode_context(self, state: torch.Tensor, tokens: tuple[int, ...], position: int):
         raise InvalidRequest("the sglang backend keeps no KV context: use sessions with context policy 'none'")

@@ -129,3 +129,55 @@ def test_closing_the_engine_fails_waiting_requests_instead_of_hanging(default_mo
     assert results and "engine stopped" in results[0]
     with pytest.raises(RuntimeError, match="engine stopped"):
         list(first)
+
+
+def test_a_write_no_longer_wanted_stops_within_a_chunk_and_frees_its_slot(engines, eventually):
+    """Once a 32k-token UpdateMemory ran on for minutes after its deadline. Now the waiting write checks its
+    caller: it raises CallCancelled, its slot is freed, and the engine serves the next call."""
+    import time
+
+    from deltamem.runtime.errors import CallCancelled
+
+    sequential, batched = engines
+    encoded = sequential.inputs.encode_text("The tide comes in and the tide goes out. " * 400)  # ~4k tokens
+    started = time.monotonic()
+    wanted_until = started + 0.5
+    steps_before = batched.steps
+    with pytest.raises(CallCancelled, match="nothing was written"):
+        batched.write(sequential.empty_state(), encoded, lambda: time.monotonic() < wanted_until)
+    stopped = time.monotonic()
+    fed = batched.steps - steps_before
+    assert fed * batched.prefill_chunk < len(encoded.ids) / 2, "the write ran on after it was cancelled"
+    short = GenerationRequest(sequential.inputs.encode_text("Hi").ids, max_new_tokens=2, ignore_end_of_turn=True)
+    assert list(batched.generate(sequential.empty_state(), short))[-1].generated_tokens == 2
+    assert eventually(lambda: batched.slots_in_use == 0, 5), (stopped - started, batched.slots_in_use)
+
+
+def test_a_long_write_yields_its_steps_to_others_and_still_equals_one_pass(engines, monkeypatch):
+    """While another request runs, a long write's chunks shrink to the step budget (chunk_pacer.py); the written
+    memory is still the one of a single pass, and the short request's tokens match the sequential twin."""
+    from deltamem.runtime.engine import chunk_pacer
+
+    sequential, batched = engines
+    monkeypatch.setattr(chunk_pacer, "STEP_BUDGET_S", 1e-6)  # any step is over budget: the smallest chunks
+    text = " ".join(f"Fact {i}: the key for door {i} is under stone {i}." for i in range(12))
+    encoded = sequential.inputs.encode_text(text)
+    want_state, _ = sequential.write(sequential.empty_state(), encoded)
+    request = requests_for(sequential)[2]
+    want_events = list(sequential.generate(sequential.empty_state(), request))
+    sizes, forward = [], batched.runner.forward
+
+    def recording(jobs, chunks, writes, messages):
+        sizes.append([len(c) for c in chunks])
+        return forward(jobs, chunks, writes, messages)
+
+    monkeypatch.setattr(batched.runner, "forward", recording)
+    results = {}
+    writer = threading.Thread(target=lambda: results.update(write=batched.write(sequential.empty_state(), encoded)))
+    writer.start()
+    results["generate"] = list(batched.generate(sequential.empty_state(), request))
+    writer.join()
+    torch.testing.assert_close(results["write"][0], want_state, rtol=1e-5, atol=1e-6)
+    assert [e.token_ids for e in results["generate"][:-1]] == [e.token_ids for e in want_events[:-1]]
+    assert [chunk_pacer.MIN_CHUNK] in sizes, "the long write never yielded: its chunks stayed full while contended"
+    batched.pacer.contended_chunk = batched.pacer.max_chunk

@@ -15,7 +15,15 @@ from deltamem.runtime.sglang_backend.engine import SGLangEngine
 
 ENGINES = [BatchEngine, SequentialEngine, SGLangEngine]
 METHODS = ["empty_state", "write", "generate", "encode_context", "close"]
-DATA = ["inputs", "backbone_fingerprint", "adapter_fingerprint", "keeps_context", "max_batch", "slots_in_use"]
+DATA = [
+    "inputs",
+    "backbone_fingerprint",
+    "adapter_fingerprint",
+    "keeps_context",
+    "max_batch",
+    "slots_in_use",
+    "state_bound",
+]
 
 
 def required_parameters(function) -> list[str]:
