@@ -254,12 +254,14 @@ def start_redis(directory, port: int | None = None) -> tuple[subprocess.Popen, s
     )  # fmt: skip
     import redis
 
-    client = redis.Redis(port=port)
+    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
     for _ in range(100):
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode} (directory {directory}, port {port})")
         try:
             client.ping()
             break
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.TimeoutError):
             time.sleep(0.05)
     return process, f"redis://127.0.0.1:{port}/0"
 

@@ -1,9 +1,11 @@
 """How many tokens a long prefill (a big UpdateMemory, a long prompt) feeds per engine step.
 
 Alone, it feeds the whole prefill chunk (most tokens/s). While other requests are running or waiting, it feeds
-as many as keep its step near STEP_BUDGET_S: a step's cost grows with the context its chunk attends to, and
-at 32k tokens of context one 512-token chunk once held every other session's next token for seconds (issue
-17). Short requests then wait at most about one budget per step, and the long one still moves every step.
+as many as aim its step at STEP_BUDGET_S: a step's cost grows with the context its chunk attends to, and at
+32k tokens of context one 512-token chunk once held every other session's next token for seconds (issue 17).
+Measured limit (bench/fairness.py, docs/reliability.md): past ~10k tokens of context a forward costs about a
+second whatever its chunk (attention reads the whole cache, and grouped-query keys are copied per head), so
+the budget is not met there and short requests still wait about one such forward per step.
 """
 
 from __future__ import annotations

@@ -6,30 +6,13 @@ from __future__ import annotations
 import sqlite3
 import time
 
-import pytest
 import torch
 
 from deltamem.runtime.sessions.manager import SessionManager
 from deltamem.runtime.sessions.sqlite_store import DATABASE_FILE, SqliteStore
-from deltamem.runtime.sessions.store import MemoryStore
 
-IDENTITY = {"backbone": "b1", "adapter": "a1", "state_shape": "2x1x4x4"}
+IDENTITY = {"backbone": "b1", "adapter": "a1", "state_shape": "2x1x4x4"}  # as conftest.make_store makes them
 EMPTY = torch.zeros(2, 1, 4, 4)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_store(request, tmp_path):
-    """Factory: make_store() -> a store; every call of one test shares the same backing data (a replica)."""
-    if request.param == "memory":
-        shared = MemoryStore()
-        return lambda: shared
-    if request.param == "sqlite":
-        return lambda: SqliteStore(tmp_path, IDENTITY)
-    from deltamem.runtime.sessions.redis_store import RedisStore
-
-    url = request.getfixturevalue("redis_url")
-    prefix = f"test-index-{time.monotonic_ns()}"
-    return lambda: RedisStore(url, IDENTITY, prefix=prefix)
 
 
 def test_pages_follow_creation_order_per_tenant_and_counts_follow_creates_forks_and_deletes(make_store):
@@ -65,9 +48,7 @@ def test_a_sqlite_store_written_before_the_index_gets_it_on_open(tmp_path):
     made = [sessions.create(tenant=t) for t in ("a", "b", "a")]
     store.close()
     db = sqlite3.connect(tmp_path / DATABASE_FILE)  # back to the old schema: no order column, no counts
-    db.executescript(
-        "DROP INDEX sessions_by_tenant; DROP TABLE tenant_counts; ALTER TABLE sessions DROP COLUMN ord;"
-    )
+    db.executescript("DROP INDEX sessions_by_tenant; DROP TABLE tenant_counts; ALTER TABLE sessions DROP COLUMN ord;")
     db.close()
     reopened = SqliteStore(tmp_path, IDENTITY)
     assert [i.session_id for i in reopened.list_page("a", None, 10)] == [made[0].session_id, made[2].session_id]

@@ -12,25 +12,10 @@ import torch
 from deltamem.runtime.errors import SessionBusy, SessionNotFound
 from deltamem.runtime.sessions.manager import SessionManager
 from deltamem.runtime.sessions.sqlite_store import DATABASE_FILE, SqliteStore
-from deltamem.runtime.sessions.store import MemoryStore, StoreConflict, StoreMismatch
+from deltamem.runtime.sessions.store import StoreConflict, StoreMismatch
 
-IDENTITY = {"backbone": "b1", "adapter": "a1", "state_shape": "2x1x4x4"}
+IDENTITY = {"backbone": "b1", "adapter": "a1", "state_shape": "2x1x4x4"}  # as conftest.make_store makes them
 EMPTY = torch.zeros(2, 1, 4, 4)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_store(request, tmp_path):
-    """Factory: make_store(identity=IDENTITY) -> a store; every call of one test shares the same backing data."""
-    if request.param == "memory":
-        shared = MemoryStore()
-        return lambda identity=IDENTITY: shared
-    if request.param == "sqlite":
-        return lambda identity=IDENTITY: SqliteStore(tmp_path, identity)
-    from deltamem.runtime.sessions.redis_store import RedisStore
-
-    url = request.getfixturevalue("redis_url")
-    prefix = f"test-{request.node.name}-{time.monotonic_ns()}"
-    return lambda identity=IDENTITY: RedisStore(url, identity, prefix=prefix)
 
 
 def manager(store):

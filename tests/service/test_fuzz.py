@@ -161,3 +161,24 @@ def test_undecodable_request_bytes_are_invalid_arguments(address, method, stream
             assert "could not be decoded" in err.value.details()
         health = channel.unary_unary("/grpc.health.v1.Health/Check")
         assert health(b"", timeout=60)  # still serving
+
+
+METHODS = [(method.name, method.server_streaming) for method in pb.DESCRIPTOR.services_by_name["MemoryService"].methods]
+
+
+@FUZZ
+@given(method=st.sampled_from(METHODS), raw=st.binary(max_size=200))
+def test_any_request_bytes_get_a_deliberate_status(address, method, raw):
+    """Raw bytes to every MemoryService method: whatever decodes is served or refused on its merits, whatever
+    does not is INVALID_ARGUMENT; never INTERNAL or UNKNOWN."""
+    name, stream = method
+    with grpc.insecure_channel(address) as channel:
+        rpc = (channel.unary_stream if stream else channel.unary_unary)(f"/deltamem.v1.MemoryService/{name}")
+        try:
+            result = rpc(raw, timeout=60)
+            if stream:
+                list(result)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            code = err.code()
+        assert code in ALLOWED, (name, raw, code)
