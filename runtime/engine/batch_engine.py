@@ -201,12 +201,10 @@ class BatchEngine:
     def _step_prefill(self, jobs: list[Job]) -> None:
         """Short prefills together in one forward; each long one (more than one chunk) in its own, paced so that
         the others are not held behind it (chunk_pacer.py)."""
-        long = [
-            job
-            for job in jobs
-            if job.phase is Phase.PREFILL and len(job.tokens) > self.prefill_chunk and not self.model.writes_messages
-        ]
-        short = [job for job in jobs if job not in long]
+        long, short = [], []
+        for job in jobs:  # partitioned by the test itself: `in` would compare Jobs field by field (their tensors too)
+            is_long = job.phase is Phase.PREFILL and len(job.tokens) > self.prefill_chunk
+            (long if is_long and not self.model.writes_messages else short).append(job)
         contended = len(self.scheduler.running) > 1 or self.scheduler.has_waiting()
         if short:
             self._prefill_forward(short, self.prefill_chunk)
